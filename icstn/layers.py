@@ -1,0 +1,120 @@
+"""K independent copies of a small feed-forward network, computed together.
+
+The paper's networks are tiny, so the project trains many of them at once (seeds, noise
+levels). Every weight carries a leading model axis K; a convolution of K models is one grouped
+convolution (groups=K) and a linear layer is one batched matmul. K = 1 is the ordinary network.
+
+Architecture strings are the paper's own notation, e.g.
+``conv(7x7;4)-conv(7x7;8)-P-FC(48)-FC(8)``: 'valid' convolutions with stride 1, P a 2x2
+max-pooling, ReLU after every layer but the last.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_LAYER = re.compile(r"conv\((\d+)x(\d+);(\d+)\)|(P)|FC\((\d+)\)")
+
+
+def parse_arch(spec: str) -> list[tuple]:
+    """Parse a paper architecture string into ('conv', kh, kw, c), ('pool',), ('fc', n) tuples."""
+    layers = []
+    for token in spec.split("-"):
+        m = _LAYER.fullmatch(token.strip())
+        if m is None:
+            raise ValueError(f"bad layer {token!r} in architecture {spec!r}; allowed: conv(KxK;C), P, FC(N)")
+        if m.group(1):
+            layers.append(("conv", int(m.group(1)), int(m.group(2)), int(m.group(3))))
+        elif m.group(4):
+            layers.append(("pool",))
+        else:
+            layers.append(("fc", int(m.group(5))))
+    if layers[-1][0] != "fc":
+        raise ValueError(f"architecture {spec!r} must end with FC(N)")
+    return layers
+
+
+class StackedNet(nn.Module):
+    """K copies of the network ``spec``, parameters stacked on a leading model axis.
+
+    Args:
+        spec: paper architecture string.
+        in_shape: (C, H, W) of one input image.
+        k: number of models.
+    Shapes: forward maps (K, B, C, H, W) to (K, B, out_features).
+    """
+
+    def __init__(self, spec: str, in_shape: tuple[int, int, int], k: int):
+        super().__init__()
+        self.spec, self.k = spec, k
+        self.layers = parse_arch(spec)
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        c, h, w = in_shape
+        flat = None  # feature width once flattened
+        for layer in self.layers:
+            if layer[0] == "conv":
+                _, kh, kw, cout = layer
+                if flat is not None:
+                    raise ValueError(f"conv after FC in {spec!r}")
+                self._add((k, cout, c, kh, kw), (k, cout))
+                c, h, w = cout, h - kh + 1, w - kw + 1
+                if h < 1 or w < 1:
+                    raise ValueError(f"{spec!r} shrinks a {in_shape} input below 1 pixel")
+            elif layer[0] == "pool":
+                h, w = h // 2, w // 2
+            else:
+                fin = flat if flat is not None else c * h * w
+                self._add((k, fin, layer[1]), (k, layer[1]))
+                flat = layer[1]
+        self.out_features = flat
+
+    def _add(self, w_shape, b_shape):
+        self.weights.append(nn.Parameter(torch.zeros(w_shape)))
+        self.biases.append(nn.Parameter(torch.zeros(b_shape)))
+
+    def init_(self, seeds: list[int], scheme: str, std: float = 0.1, zero_last: bool = False) -> None:
+        """Initialise model k from its own seed, so that a model's weights do not depend on K.
+
+        Schemes: 'normal' (weights and biases ~ N(0, std), the released MNIST code) or 'he'
+        (weights ~ N(0, 2 / fan_in), biases 0). ``zero_last`` zeroes the last layer, so that a
+        geometric predictor starts at the identity warp.
+        """
+        if len(seeds) != self.k:
+            raise ValueError(f"need {self.k} seeds, got {len(seeds)}")
+        with torch.no_grad():
+            for k, seed in enumerate(seeds):
+                g = torch.Generator().manual_seed(int(seed))
+                for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+                    last = i == len(self.weights) - 1
+                    fan_in = math.prod(w.shape[2:]) if w.ndim == 5 else w.shape[1]
+                    w_std = std if scheme == "normal" else math.sqrt(2 / fan_in)
+                    w_k = torch.randn(w.shape[1:], generator=g) * w_std
+                    b_k = torch.randn(b.shape[1:], generator=g) * std if scheme == "normal" else torch.zeros(b.shape[1:])
+                    if last and zero_last:
+                        w_k, b_k = torch.zeros_like(w_k), torch.zeros_like(b_k)
+                    w[k].copy_(w_k)
+                    b[k].copy_(b_k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, b = x.shape[:2]
+        x = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])  # (B, K*C, H, W): models as groups
+        weights = iter(zip(self.weights, self.biases))
+        for i, layer in enumerate(self.layers):
+            if layer[0] == "conv":
+                w, bias = next(weights)
+                x = F.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=k)  # (B, K*C', H', W')
+            elif layer[0] == "pool":
+                x = F.max_pool2d(x, 2)
+            else:
+                w, bias = next(weights)
+                if x.ndim == 4:
+                    x = x.view(b, k, -1).transpose(0, 1)  # (K, B, C*H*W)
+                x = torch.baddbmm(bias.unsqueeze(1), x, w)  # (K, B, out)
+            if i < len(self.layers) - 1 and layer[0] != "pool":
+                x = F.relu(x)
+        return x

@@ -1,0 +1,188 @@
+"""The paper's models (Tables 1-3): CNN, STN, c-STN-k and IC-STN-N, and their registry.
+
+Every variant is a geometric part (zero or more predictors) followed by a classifier, both
+written in the paper's architecture notation (see ``icstn.layers``). Families:
+
+* ``cnn``: no warp; the classifier sees the perturbed sample.
+* ``stn``: one predictor warps the perturbed sample once (zeros where it leaves the sample).
+* ``cstn``: k predictors with their own weights; each predicts an update dp from the current
+  warp of the *original* image, the updates compose (M(p) <- M(dp) M(p)), and the original
+  image is warped once more at the end, so no geometry is lost.
+* ``icstn``: one predictor, shared, applied N times the same way; N may differ at test time.
+
+The planar models have no classifier: the output is the final warp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from icstn import warps
+from icstn.layers import StackedNet
+
+FAMILIES = ("cnn", "stn", "cstn", "icstn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One paper variant. ``predictor`` is one geometric predictor's architecture."""
+
+    name: str
+    experiment: str  # planar | mnist | gtsrb
+    family: str  # cnn | stn | cstn | icstn
+    classifier: str | None
+    predictor: str | None = None
+    n_warps: int = 0  # warps in training: 1 for STN, k for c-STN-k, N for IC-STN-N
+    warp: str = "homography"
+    channels: int = 1
+    size: int = 28  # side of the sample the networks see
+    num_classes: int = 10
+    init: str = "normal"  # see StackedNet.init_
+    init_std: float = 0.1
+
+    @property
+    def n_predictors(self) -> int:
+        return {"cnn": 0, "stn": 1, "cstn": self.n_warps, "icstn": 1}[self.family]
+
+
+class Output(NamedTuple):
+    p: torch.Tensor  # (K, B, D) final warp (for STN: relative to the perturbed sample)
+    logits: torch.Tensor | None  # (K, B, classes), None for the planar models
+    steps: list[torch.Tensor]  # [(K, B, C, S, S)]: input sample, then after each warp
+
+
+class AlignNet(nn.Module):
+    """K models of one variant, trained together. K = 1 is the ordinary model."""
+
+    def __init__(self, cfg: ModelConfig, seeds: list[int]):
+        super().__init__()
+        self.cfg, self.k = cfg, len(seeds)
+        shape = (cfg.channels, cfg.size, cfg.size)
+        self.predictors = nn.ModuleList(StackedNet(cfg.predictor, shape, self.k) for _ in range(cfg.n_predictors))
+        for net in self.predictors:
+            if net.out_features != warps.WARP_DOF[cfg.warp]:
+                raise ValueError(f"{cfg.name}: predictor outputs {net.out_features}, {cfg.warp} needs {warps.WARP_DOF[cfg.warp]}")
+        self.classifier = StackedNet(cfg.classifier, shape, self.k) if cfg.classifier else None
+        for i, net in enumerate(self.predictors):  # the last predictor layer starts at the identity
+            net.init_([s * 1000 + i for s in seeds], cfg.init, cfg.init_std, zero_last=True)
+        if self.classifier is not None:
+            self.classifier.init_([s * 1000 + 999 for s in seeds], cfg.init, cfg.init_std)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Geometric-predictor and classifier parameters, for their separate learning rates."""
+        return {
+            "geometric": list(self.predictors.parameters()),
+            "classifier": list(self.classifier.parameters()) if self.classifier else [],
+        }
+
+    def _warp(self, source: torch.Tensor, p: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
+        """(K, B, C, H, W) or (1, 1, C, H, W) source, (K, B, D) p -> (K, B, C, S, S)."""
+        s = self.cfg.size
+        flat_p = p.flatten(0, 1)  # (K*B, D)
+        flat_src = source.flatten(0, 1)
+        out = warps.warp_image(flat_src, flat_p, self.cfg.warp, (s, s), ref)
+        return out.view(*p.shape[:2], *out.shape[1:])
+
+    def forward(
+        self,
+        source: torch.Tensor,
+        p_init: torch.Tensor,
+        ref: torch.Tensor | None = None,
+        n_warps: int | None = None,
+        keep_steps: bool = False,
+    ) -> Output:
+        """Align (and classify) perturbed samples.
+
+        Args:
+            source: (K, B, C, H, W) original images, or (1, 1, C, H, W) one image for all.
+            p_init: (K, B, D) perturbation warps; the network sees ``source`` warped by them.
+            ref: optional (3, 3) matrix from the sample's canonical square to the source.
+            n_warps: warps to apply (IC-STN only; default: as trained).
+            keep_steps: keep the warped sample after each warp (for the alignment figures).
+        """
+        cfg = self.cfg
+        n = cfg.n_warps if n_warps is None else n_warps
+        if n != cfg.n_warps and cfg.family != "icstn":
+            raise ValueError(f"{cfg.name}: only IC-STN applies a different number of warps at test time, got n_warps={n}")
+        if n < 1 and cfg.family != "cnn":
+            raise ValueError(f"n_warps must be >= 1, got {n}")
+        if p_init.ndim != 3 or p_init.shape[0] != self.k:
+            raise ValueError(f"p_init must have shape (K={self.k}, B, D), got {tuple(p_init.shape)}")
+        x = self._warp(source, p_init, ref)  # (K, B, C, S, S) perturbed sample
+        steps = [x] if keep_steps else []
+        p = p_init
+        if cfg.family == "stn":
+            p = self.predictors[0](x)
+            x = self._warp(x, p, None)  # resamples the sample itself: content outside it is lost
+            steps += [x] if keep_steps else []
+        elif cfg.family in ("cstn", "icstn"):
+            for i in range(n):
+                dp = self.predictors[i if cfg.family == "cstn" else 0](x)  # (K, B, D)
+                p = warps.compose(dp.flatten(0, 1), p.flatten(0, 1), cfg.warp).view_as(p)
+                x = self._warp(source, p, ref)
+                steps += [x] if keep_steps else []
+        logits = self.classifier(x) if self.classifier is not None else None
+        return Output(p, logits, steps)
+
+
+def capacity(cfg: ModelConfig) -> int:
+    """Learnable parameters of one model of this variant."""
+    return sum(t.numel() for t in AlignNet(cfg, [0]).parameters())
+
+
+# --- the registry: every row of Tables 1-3, named as in the paper -------------------------
+
+_MNIST_CLS = "conv(9x9;3)-FC(10)"
+_MNIST_GEO_A = "conv(7x7;4)-conv(7x7;8)-P-FC(48)-FC(8)"
+_GTSRB_CLS = "conv(7x7;6)-conv(7x7;12)-P-FC(43)"
+_GTSRB_GEO = "conv(7x7;6)-conv(7x7;24)-FC(8)"
+
+
+def _registry() -> dict[tuple[str, str], ModelConfig]:
+    mnist = ModelConfig("", "mnist", "cnn", _MNIST_CLS)
+    gtsrb = ModelConfig("", "gtsrb", "cnn", _GTSRB_CLS, channels=3, size=36, num_classes=43, init="he")
+    planar = ModelConfig("", "planar", "icstn", None, "FC(6)", warp="affine", size=50, num_classes=0, init="he")
+    rows = [
+        replace(planar, name="c-STN-1", n_warps=1),
+        *(replace(planar, name=f"IC-STN-{n}", n_warps=n) for n in (2, 3, 4, 6)),
+        replace(mnist, name="CNN(a)", classifier="conv(3x3;3)-conv(3x3;6)-P-conv(3x3;9)-conv(3x3;12)-FC(48)-FC(10)"),
+        replace(mnist, name="STN(a)", family="stn", predictor=_MNIST_GEO_A, n_warps=1),
+        replace(mnist, name="c-STN-1(a)", family="cstn", predictor=_MNIST_GEO_A, n_warps=1),
+        replace(mnist, name="c-STN-2(a)", family="cstn", predictor="conv(9x9;4)-FC(8)", n_warps=2),
+        replace(mnist, name="c-STN-4(a)", family="cstn", predictor="FC(8)", n_warps=4),
+        replace(mnist, name="IC-STN-2(a)", family="icstn", predictor=_MNIST_GEO_A, n_warps=2),
+        replace(mnist, name="IC-STN-4(a)", family="icstn", predictor=_MNIST_GEO_A, n_warps=4),
+        replace(mnist, name="CNN(b)", classifier="conv(9x9;2)-conv(9x9;4)-FC(32)-FC(10)"),
+        replace(mnist, name="STN(b)", family="stn", predictor="FC(8)", n_warps=1),
+        replace(mnist, name="c-STN-1(b)", family="cstn", predictor="FC(8)", n_warps=1),
+        replace(mnist, name="IC-STN-2(b)", family="icstn", predictor="FC(8)", n_warps=2),
+        replace(mnist, name="IC-STN-4(b)", family="icstn", predictor="FC(8)", n_warps=4),
+        replace(gtsrb, name="CNN", classifier="conv(7x7;6)-conv(7x7;12)-P-conv(7x7;24)-FC(200)-FC(43)"),
+        replace(gtsrb, name="STN", family="stn", predictor=_GTSRB_GEO, n_warps=1),
+        replace(gtsrb, name="c-STN-1", family="cstn", predictor=_GTSRB_GEO, n_warps=1),
+        replace(gtsrb, name="IC-STN-2", family="icstn", predictor=_GTSRB_GEO, n_warps=2),
+        replace(gtsrb, name="IC-STN-4", family="icstn", predictor=_GTSRB_GEO, n_warps=4),
+    ]
+    return {(m.experiment, m.name): m for m in rows}
+
+
+REGISTRY = _registry()
+EXPERIMENTS = ("planar", "mnist", "gtsrb")
+
+
+def model_names(experiment: str) -> list[str]:
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; allowed: {list(EXPERIMENTS)}")
+    return [name for (exp, name) in REGISTRY if exp == experiment]
+
+
+def get_config(experiment: str, name: str) -> ModelConfig:
+    """The registered variant ``name`` of ``experiment``; ValueError naming the allowed ones."""
+    names = model_names(experiment)
+    if name not in names:
+        raise ValueError(f"unknown {experiment} model {name!r}; allowed: {names}")
+    return REGISTRY[(experiment, name)]

@@ -1,0 +1,239 @@
+"""Warp families, parameters <-> 3x3 matrices, composition, fitting and image sampling.
+
+Convention (whole module):
+    * Coordinates are *canonical*: x and y run over [-1, 1] across an image, pixel centres at
+      the ends included (``align_corners=True``), so a side of S pixels spans (S - 1) / 2 pixels
+      per canonical unit.
+    * A warp matrix maps *output* (destination) coordinates to *input* (source) sampling
+      coordinates: ``src_from_dst``. Warping an image by p samples ``image(M(p) @ x)`` for every
+      output pixel x; pixels that fall outside the source read 0.
+    * Parameters p are offsets from the identity (p = 0 is the identity warp), as in the paper:
+      affine M(p) = [[1+p1, p2, p3], [p4, 1+p5, p6], [0, 0, 1]]; the homography adds p7, p8 in
+      the last row and keeps M[2, 2] = 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+WARP_DOF = {"translation": 2, "similarity": 4, "affine": 6, "homography": 8}
+
+#: Box corners in canonical coordinates, clockwise from top-left. (4, 2)
+CANONICAL_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
+
+
+def check_warp(warp: str) -> int:
+    """Return the number of parameters of warp family ``warp``; ValueError if unknown."""
+    if warp not in WARP_DOF:
+        raise ValueError(f"unknown warp type {warp!r}; allowed: {sorted(WARP_DOF)}")
+    return WARP_DOF[warp]
+
+
+def _check_params(p: torch.Tensor, warp: str) -> None:
+    dof = check_warp(warp)
+    if p.ndim != 2 or p.shape[1] != dof:
+        raise ValueError(f"{warp} parameters must have shape (B, {dof}), got {tuple(p.shape)}")
+
+
+def _check_matrix(m: torch.Tensor, name: str = "matrix") -> None:
+    if m.ndim != 3 or m.shape[1:] != (3, 3):
+        raise ValueError(f"{name} must have shape (B, 3, 3), got {tuple(m.shape)}")
+
+
+def vec2mat(p: torch.Tensor, warp: str) -> torch.Tensor:
+    """Warp parameters to their 3x3 matrix.
+
+    Args:
+        p: (B, D) parameters of family ``warp`` (D = 2, 4, 6 or 8).
+    Returns:
+        (B, 3, 3) ``src_from_dst`` matrix; the identity for p = 0.
+
+    >>> vec2mat(torch.zeros(1, 6), "affine")[0]
+    tensor([[1., 0., 0.],
+            [0., 1., 0.],
+            [0., 0., 1.]])
+    """
+    _check_params(p, warp)
+    zero = torch.zeros_like(p[:, 0])
+    one = torch.ones_like(zero)
+    if warp == "translation":
+        tx, ty = p.unbind(1)
+        rows = [one, zero, tx, zero, one, ty, zero, zero, one]
+    elif warp == "similarity":
+        pc, ps, tx, ty = p.unbind(1)
+        rows = [1 + pc, -ps, tx, ps, 1 + pc, ty, zero, zero, one]
+    elif warp == "affine":
+        p1, p2, p3, p4, p5, p6 = p.unbind(1)
+        rows = [1 + p1, p2, p3, p4, 1 + p5, p6, zero, zero, one]
+    else:
+        p1, p2, p3, p4, p5, p6, p7, p8 = p.unbind(1)
+        rows = [1 + p1, p2, p3, p4, 1 + p5, p6, p7, p8, one]
+    return torch.stack(rows, 1).view(-1, 3, 3)
+
+
+def mat2vec(m: torch.Tensor, warp: str) -> torch.Tensor:
+    """3x3 matrix to warp parameters, after normalising so that M[2, 2] = 1.
+
+    Args:
+        m: (B, 3, 3) matrix of a warp of family ``warp``.
+    Returns:
+        (B, D) parameters. Entries the family does not have are ignored.
+    """
+    check_warp(warp)
+    _check_matrix(m)
+    m = m / m[:, 2:3, 2:3]
+    if warp == "translation":
+        return m[:, :2, 2]
+    if warp == "similarity":
+        return torch.stack([m[:, 0, 0] - 1, m[:, 1, 0], m[:, 0, 2], m[:, 1, 2]], 1)
+    eye = torch.eye(3, dtype=m.dtype, device=m.device)
+    flat = (m - eye).reshape(-1, 9)  # (B, 9)
+    return flat[:, :6] if warp == "affine" else flat[:, :8]
+
+
+def compose(dp: torch.Tensor, p: torch.Tensor, warp: str) -> torch.Tensor:
+    """Compose an update onto a warp: M(p_out) = M(dp) @ M(p), normalised to M[2, 2] = 1.
+
+    Args:
+        dp, p: (B, D) parameters of family ``warp``.
+    Returns:
+        (B, D) parameters of the composed warp.
+    """
+    return mat2vec(vec2mat(dp, warp) @ vec2mat(p, warp), warp)
+
+
+def inverse(p: torch.Tensor, warp: str) -> torch.Tensor:
+    """Parameters of the inverse warp, M(p_inv) = M(p)^-1.
+
+    Args:
+        p: (B, D) parameters of family ``warp``.
+    Returns:
+        (B, D); ``compose(inverse(p), p)`` is the identity (0).
+    """
+    return mat2vec(torch.linalg.inv(vec2mat(p, warp)), warp)
+
+
+def _design(src: torch.Tensor, dst: torch.Tensor, warp: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear system A p = b whose solution maps ``src`` onto ``dst``. (B, 2n, D), (B, 2n)."""
+    x, y = src.unbind(-1)  # (B, n)
+    u, v = dst.unbind(-1)
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    if warp == "translation":
+        rows_u, rows_v = [one, zero], [zero, one]
+    elif warp == "similarity":
+        rows_u, rows_v = [x, -y, one, zero], [y, x, zero, one]
+    elif warp == "affine":
+        rows_u = [x, y, one, zero, zero, zero]
+        rows_v = [zero, zero, zero, x, y, one]
+    else:  # u (p7 x + p8 y + 1) = (1+p1) x + p2 y + p3, likewise v
+        rows_u = [x, y, one, zero, zero, zero, -x * u, -y * u]
+        rows_v = [zero, zero, zero, x, y, one, -x * v, -y * v]
+    a = torch.cat([torch.stack(rows_u, -1), torch.stack(rows_v, -1)], 1)  # (B, 2n, D)
+    b = torch.cat([u - x, v - y], 1)  # (B, 2n): residual from the identity
+    return a, b
+
+
+def fit(src: torch.Tensor, dst: torch.Tensor, warp: str) -> torch.Tensor:
+    """Warp parameters that map points ``src`` onto ``dst``.
+
+    Exact for a homography from 4 points (the 8x8 solve); least squares otherwise.
+
+    Args:
+        src: (n, 2) or (B, n, 2) points in canonical coordinates, n >= D / 2.
+        dst: (B, n, 2) their images.
+    Returns:
+        (B, D) parameters p with M(p) @ src ~= dst.
+    """
+    dof = check_warp(warp)
+    if dst.ndim != 3 or dst.shape[-1] != 2:
+        raise ValueError(f"dst must have shape (B, n, 2), got {tuple(dst.shape)}")
+    src = src.expand_as(dst)
+    if 2 * dst.shape[1] < dof:
+        raise ValueError(f"{warp} needs at least {dof // 2} points, got {dst.shape[1]}")
+    a, b = _design(src, dst, warp)
+    if a.shape[1] == dof:
+        return torch.linalg.solve(a, b)
+    return (torch.linalg.pinv(a) @ b.unsqueeze(-1)).squeeze(-1)
+
+
+def transform_points(src_from_dst: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Apply (B, 3, 3) matrices to (B, n, 2) or (n, 2) points; returns (B, n, 2)."""
+    _check_matrix(src_from_dst, "src_from_dst")
+    pts = pts.expand(src_from_dst.shape[0], *pts.shape[-2:])
+    homog = torch.cat([pts, torch.ones_like(pts[..., :1])], -1)  # (B, n, 3)
+    out = homog @ src_from_dst.transpose(1, 2)
+    return out[..., :2] / out[..., 2:]
+
+
+def sampling_grid(src_from_dst: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Sampling grid for ``F.grid_sample`` from a batch of warp matrices.
+
+    Convention: canonical coordinates, align_corners=True; ``src_from_dst`` maps output
+    coordinates to source coordinates.
+
+    Args:
+        src_from_dst: (B, 3, 3).
+        size: output (H, W).
+    Returns:
+        (B, H, W, 2) source coordinates (x, y) of every output pixel.
+    """
+    _check_matrix(src_from_dst, "src_from_dst")
+    h, w = size
+    kw = dict(dtype=src_from_dst.dtype, device=src_from_dst.device)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, **kw), torch.linspace(-1, 1, w, **kw), indexing="ij")
+    dst = torch.stack([xs, ys], -1).reshape(1, h * w, 2)  # (1, HW, 2)
+    return transform_points(src_from_dst, dst).view(-1, h, w, 2)
+
+
+def warp_image(
+    image: torch.Tensor,
+    p: torch.Tensor,
+    warp: str,
+    size: tuple[int, int],
+    ref: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sample ``image`` under warp p, optionally through a fixed reference matrix.
+
+    Convention: the output pixel x reads the source at ``ref @ M(p) @ x`` (canonical
+    coordinates, align_corners=True, bilinear, zeros outside the source). ``ref`` maps the
+    canonical square of the output frame onto a box of the source, e.g. the central 36x36 crop
+    of a 50x50 GTSRB image.
+
+    Args:
+        image: (B, C, Hs, Ws), or (1, C, Hs, Ws) shared by the whole batch.
+        p: (B, D) parameters of family ``warp``.
+        size: output (H, W).
+        ref: optional (3, 3) ``src_from_box`` matrix.
+    Returns:
+        (B, C, H, W).
+
+    >>> img = torch.arange(16.0).view(1, 1, 4, 4)
+    >>> torch.equal(warp_image(img, torch.zeros(1, 2), "translation", (4, 4)), img)
+    True
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must have shape (B, C, H, W), got {tuple(image.shape)}")
+    src_from_dst = vec2mat(p, warp)
+    if ref is not None:
+        src_from_dst = ref.to(src_from_dst) @ src_from_dst
+    if image.shape[0] == 1 and p.shape[0] != 1:
+        image = image.expand(p.shape[0], -1, -1, -1)
+    elif image.shape[0] != p.shape[0]:
+        raise ValueError(f"image batch {image.shape[0]} does not match parameter batch {p.shape[0]}")
+    grid = sampling_grid(src_from_dst, size).to(image.dtype)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def box_matrix(x0: float, y0: float, x1: float, y1: float, size: tuple[int, int]) -> torch.Tensor:
+    """(3, 3) ``src_from_box`` matrix mapping the canonical square onto a pixel box of an image.
+
+    Args:
+        x0, y0, x1, y1: the box's corner pixel centres (inclusive) in the source image.
+        size: source (H, W).
+    """
+    h, w = size
+    sx, sy = 2 / (w - 1), 2 / (h - 1)  # canonical units per source pixel
+    cx, cy = (x0 + x1) / 2 * sx - 1, (y0 + y1) / 2 * sy - 1
+    hx, hy = (x1 - x0) / 2 * sx, (y1 - y0) / 2 * sy
+    return torch.tensor([[hx, 0.0, cx], [0.0, hy, cy], [0.0, 0.0, 1.0]])

@@ -1,0 +1,105 @@
+"""icstn.models: the paper's variants, their capacities and their behaviour."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from icstn import models, warps
+from tests.conftest import PAPER, REPO
+
+
+def paper_capacities():
+    with open(PAPER / "paper_results.csv") as f:
+        return {
+            (r["dataset"], r["model"] + (f"({r['setting']})" if r["setting"] else "")): int(r["capacity"])
+            for r in csv.DictReader(f)
+            if r["capacity"]
+        }
+
+
+def test_every_paper_row_is_registered():
+    with open(PAPER / "paper_results.csv") as f:
+        rows = {(r["dataset"], r["model"] + (f"({r['setting']})" if r["setting"] else "")) for r in csv.DictReader(f)}
+    assert rows == set(models.REGISTRY)
+
+
+@pytest.mark.parametrize("key,expected", sorted(paper_capacities().items()))
+def test_capacity_equals_paper(key, expected):
+    assert models.capacity(models.get_config(*key)) == expected
+
+
+def test_cli_csv_agrees_with_paper():
+    out = subprocess.run(
+        [sys.executable, "-m", "icstn", "models", "--format", "csv"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    rows = list(csv.DictReader(out.splitlines()))
+    assert len(rows) == len(models.REGISTRY)
+    got = {(r["experiment"], r["model"]): int(r["parameters"]) for r in rows}
+    for key, expected in paper_capacities().items():
+        assert got[key] == expected
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match=r"unknown mnist model 'IC-STN-9\(a\)'; allowed: \['CNN\(a\)'"):
+        models.get_config("mnist", "IC-STN-9(a)")
+    with pytest.raises(ValueError, match="unknown experiment 'svhn'"):
+        models.model_names("svhn")
+
+
+def batch(cfg, k=2, b=3, scale=0.1):
+    g = torch.Generator().manual_seed(0)
+    source = torch.rand(k, b, cfg.channels, cfg.size, cfg.size, generator=g)
+    p = torch.randn(k, b, warps.WARP_DOF[cfg.warp], generator=g) * scale
+    return source, p
+
+
+class TestAlignNet:
+    @pytest.mark.parametrize("name", models.model_names("mnist"))
+    def test_shapes(self, name):
+        cfg = models.get_config("mnist", name)
+        source, p = batch(cfg)
+        out = models.AlignNet(cfg, [0, 1])(source, p, keep_steps=True)
+        assert out.logits.shape == (2, 3, 10) and out.p.shape == (2, 3, 8)
+        assert len(out.steps) == 1 + (cfg.n_warps if cfg.family != "cnn" else 0)
+
+    def test_icstn_starts_at_identity_and_keeps_geometry(self):
+        cfg = models.get_config("mnist", "IC-STN-4(a)")
+        source, p = batch(cfg)
+        out = models.AlignNet(cfg, [0, 1])(source, p, keep_steps=True)
+        assert torch.allclose(out.p, p, atol=1e-6)  # last predictor layer starts at zero
+        assert torch.allclose(out.steps[-1], out.steps[0], atol=1e-6)
+
+    def test_test_time_unrolls(self):
+        cfg = models.get_config("planar", "IC-STN-2")
+        net = models.AlignNet(cfg, [0])
+        source, p = batch(cfg, k=1)
+        assert len(net(source, p, n_warps=6, keep_steps=True).steps) == 7
+        with pytest.raises(ValueError, match="n_warps must be >= 1, got 0"):
+            net(source, p, n_warps=0)
+        stn = models.AlignNet(models.get_config("mnist", "c-STN-2(a)"), [0])
+        with pytest.raises(ValueError, match="only IC-STN"):
+            stn(*batch(stn.cfg, k=1), n_warps=3)
+
+    def test_models_are_independent(self):
+        cfg = models.get_config("mnist", "STN(a)")
+        both = models.AlignNet(cfg, [3, 4])
+        alone = models.AlignNet(cfg, [4])
+        for a, b in zip(both.parameters(), alone.parameters()):
+            assert torch.equal(a[1], b[0])
+        source, p = batch(cfg)
+        for net in (both, alone):  # the zero-initialised last layer hides the predictor
+            for w in net.predictors[0].weights[-1:]:
+                torch.nn.init.normal_(w, std=0.01)
+        alone.predictors[0].weights[-1].data.copy_(both.predictors[0].weights[-1].data[1:])
+        out_both = both(source, p)
+        out_alone = alone(source[1:], p[1:])
+        assert torch.allclose(out_both.logits[1], out_alone.logits[0], atol=1e-5)
+
+    def test_bad_parameter_shape(self):
+        net = models.AlignNet(models.get_config("mnist", "IC-STN-2(b)"), [0, 1])
+        source, p = batch(net.cfg)
+        with pytest.raises(ValueError, match=r"p_init must have shape \(K=2, B, D\)"):
+            net(source, p[0])
