@@ -15,6 +15,7 @@ The planar models have no classifier: the output is the final warp.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -180,9 +181,20 @@ def model_names(experiment: str) -> list[str]:
     return [name for (exp, name) in REGISTRY if exp == experiment]
 
 
+_ICSTN_N = re.compile(r"IC-STN-(\d+)(\([ab]\))?")
+
+
 def get_config(experiment: str, name: str) -> ModelConfig:
-    """The registered variant ``name`` of ``experiment``; ValueError naming the allowed ones."""
+    """The variant ``name`` of ``experiment``; ValueError naming the allowed ones.
+
+    Besides the registered rows, IC-STN-N takes any N >= 1 (an unroll-count ablation): it is
+    the registered IC-STN of that experiment (and setting) unrolled N times.
+    """
     names = model_names(experiment)
-    if name not in names:
-        raise ValueError(f"unknown {experiment} model {name!r}; allowed: {names}")
-    return REGISTRY[(experiment, name)]
+    if name in names:
+        return REGISTRY[(experiment, name)]
+    m = _ICSTN_N.fullmatch(name)
+    template = REGISTRY.get((experiment, f"IC-STN-2{m.group(2) or ''}")) if m else None
+    if template is None or int(m.group(1)) < 1:
+        raise ValueError(f"unknown {experiment} model {name!r}; allowed: {names} (or IC-STN-N, N >= 1)")
+    return replace(template, name=name, n_warps=int(m.group(1)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -122,6 +123,7 @@ def fetch_file(dataset: str, name: str, raw: Path, mirror: str | None, sums: dic
     for location, known in attempts:
         try:
             _retrieve(location, known, dest)
+            record_origin(dest, location)
             print(f"fetched {dataset}/{name} from {location}", file=sys.stderr)
             return dest
         except Exception as exc:  # the next source may work; report all at the end
@@ -151,6 +153,16 @@ def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None 
         sums = mirror_checksums(mirror, dataset) if mirror else None
         out[dataset] = [fetch_file(dataset, name, Path(raw), mirror, sums) for name in SOURCES[dataset]]
     return out
+
+
+def record_origin(dest: Path, location: str) -> None:
+    """Note in ``<raw>/<dataset>/ORIGINS.json`` where a verified file came from (provenance)."""
+    path = dest.parent / "ORIGINS.json"
+    origins = json.loads(path.read_text()) if path.is_file() else {}
+    origins[dest.name] = location
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(origins, indent=1))
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

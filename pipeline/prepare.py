@@ -164,6 +164,11 @@ def _sources(raw: Path, dataset: str) -> dict[str, str]:
     return sources
 
 
+def _origins(folder: Path) -> dict[str, str]:
+    path = folder / "ORIGINS.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def is_current(out: Path, dataset: str, sources: dict[str, str]) -> bool:
     manifest = out / dataset / "manifest.json"
     if not manifest.is_file():
@@ -197,6 +202,7 @@ def prepare(dataset: str, raw: str | Path = "data/raw", out: str | Path = "data/
             "counts": {s: int(len(arrays[f"{s}_labels"])) for s in ("train", "test")},
             "class_counts": {s: {str(c): n for c, n in sorted(Counter(arrays[f"{s}_labels"].tolist()).items())} for s in ("train", "test")},
             "image_shape": list(arrays["train_images"].shape[1:]),
+            "fetched_from": _origins(raw / dataset),
             "seconds": round(time.perf_counter() - start, 1),
             **info,
         }

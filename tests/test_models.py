@@ -43,10 +43,18 @@ def test_cli_csv_agrees_with_paper():
 
 
 def test_unknown_model():
-    with pytest.raises(ValueError, match=r"unknown mnist model 'IC-STN-9\(a\)'; allowed: \['CNN\(a\)'"):
-        models.get_config("mnist", "IC-STN-9(a)")
+    with pytest.raises(ValueError, match=r"unknown mnist model 'IC-STN-9\(c\)'; allowed: \['CNN\(a\)'"):
+        models.get_config("mnist", "IC-STN-9(c)")
     with pytest.raises(ValueError, match="unknown experiment 'svhn'"):
         models.model_names("svhn")
+    with pytest.raises(ValueError, match="IC-STN-N, N >= 1"):
+        models.get_config("mnist", "IC-STN-0(a)")
+
+
+def test_any_unroll_count():
+    cfg = models.get_config("mnist", "IC-STN-8(b)")
+    assert cfg.n_warps == 8 and cfg.predictor == "FC(8)"
+    assert models.capacity(cfg) == models.capacity(models.get_config("mnist", "IC-STN-2(b)"))
 
 
 def batch(cfg, k=2, b=3, scale=0.1):

@@ -1,0 +1,167 @@
+"""Grid files -> validated dicts -> trials.
+
+A grid (``config/grids/<name>.yaml``, schema ``workflow/schemas/grid.schema.yaml``) says what to
+train. A profile's ``budget`` (config.yaml / quick.yaml) then caps iterations, seeds and the
+test set, so that the paper and quick profiles run the *same* grids. Every mistake is reported
+before anything runs, naming the file, the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from icstn import models
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "grid.schema.yaml"
+TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "eval_every")
+
+
+class GridError(ValueError):
+    """A grid file is malformed; the message names the file, the key and what is allowed."""
+
+
+def _with_defaults(validator_class):
+    """A jsonschema validator that also fills in ``default`` values (the documented recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate(doc: dict, schema: dict, source: str) -> dict:
+    """Validate ``doc`` in place against ``schema`` (defaults filled); GridError on the first error."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise GridError(describe(errors[0], source))
+    return doc
+
+
+def describe(error: jsonschema.ValidationError, source: str) -> str:
+    """One line: file, key path, bad value, what is allowed."""
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"{source}: unknown key {'.'.join([*map(str, error.absolute_path), extra[0]])!r}; allowed keys: {allowed}"
+    if error.validator == "required":
+        return f"{source}: {key}: {error.message}"
+    allowed = ""
+    if "enum" in schema:
+        allowed = f"; allowed: {schema['enum']}"
+    elif error.validator in ("minimum", "exclusiveMinimum"):
+        allowed = f"; allowed: {'>=' if error.validator == 'minimum' else '>'} {error.validator_value}"
+    elif error.validator == "minItems":
+        allowed = f"; allowed: a list of at least {error.validator_value}"
+    elif error.validator == "type":
+        allowed = f"; allowed: {error.validator_value}"
+    return f"{source}: key {key!r}: bad value {error.instance!r}{allowed}"
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"{path}: no such grid file")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise GridError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise GridError(f"{path}: a grid must be a mapping of keys, got {type(doc).__name__}")
+    return doc
+
+
+def load_grid(path: str | Path, budget: dict | None = None) -> dict:
+    """Read, validate and budget one grid. Returns a dict with ``name`` (the file stem) added."""
+    path = Path(path)
+    grid = validate(read_yaml(path), yaml.safe_load(SCHEMA_PATH.read_text()), str(path))
+    for i, name in enumerate(grid["models"]):
+        try:
+            models.get_config(grid["experiment"], name)
+        except ValueError as exc:
+            raise GridError(f"{path}: key 'models.{i}': {exc}") from None
+    grid["name"] = path.stem
+    return apply_budget(grid, budget or {})
+
+
+def apply_budget(grid: dict, budget: dict) -> dict:
+    """Cap a grid by a profile's budget: iterations, seeds, test samples, learning-rate scale.
+
+    ``iterations``, ``eval_every`` and ``lr_scale`` may be a number or a map per experiment.
+    """
+    grid = copy.deepcopy(grid)
+    exp = grid["experiment"]
+
+    def pick(key):
+        value = budget.get(key)
+        return value.get(exp) if isinstance(value, dict) else value
+
+    if pick("iterations"):
+        grid["iterations"] = min(grid["iterations"], int(pick("iterations")))
+    if budget.get("seeds"):
+        grid["seeds"] = list(budget["seeds"])
+    if pick("test_samples"):
+        grid["test_samples"] = int(pick("test_samples"))
+    if pick("eval_every") is not None:
+        grid["eval_every"] = int(pick("eval_every"))
+    if pick("lr_scale"):
+        grid["lr_geometric"] *= float(pick("lr_scale"))
+        grid["lr_classifier"] *= float(pick("lr_scale"))
+    if budget.get("search_samples") and "search" in grid:
+        grid["search"]["num_samples"] = min(grid["search"]["num_samples"], int(budget["search_samples"]))
+    return grid
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def expand(grid: dict, pack: int = 32) -> list[dict]:
+    """The grid's trials: one per model (and pack of at most ``pack`` seed x sigma members).
+
+    Members of a trial are trained together, as K stacked models. Each trial has a stable
+    ``key`` from its content, so a rerun recognises what is already done.
+    """
+    members = [{"seed": s, "sigma_px": float(sig)} for sig in grid["sigma_px"] for s in grid["seeds"]]
+    train = {k: grid[k] for k in TRAIN_KEYS}
+    trials = []
+    for name in grid["models"]:
+        cfg = models.get_config(grid["experiment"], name)
+        test_warps = sorted({cfg.n_warps, *grid["test_warps"]}) if cfg.family == "icstn" else []
+        for i in range(0, len(members), pack):
+            trial = {
+                "grid": grid["name"],
+                "experiment": grid["experiment"],
+                "model": name,
+                "members": members[i : i + pack],
+                "train": train,
+                "test_samples": grid["test_samples"],
+                "test_warps": test_warps,
+            }
+            trials.append(rekey(trial))
+    return trials
+
+
+def rekey(trial: dict) -> dict:
+    """``trial`` with its ``key``: the model's name and a digest of everything else."""
+    body = {k: v for k, v in trial.items() if k != "key"}
+    slug = "".join(c if c.isalnum() else "-" for c in trial["model"]).strip("-")
+    return {**body, "key": f"{slug}-{digest(body)}"}
+
+
+def discover(folder: str | Path = "config/grids") -> list[Path]:
+    """Every grid file of a folder, sorted by name."""
+    return sorted(Path(folder).glob("*.yaml"))

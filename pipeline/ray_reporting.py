@@ -1,0 +1,89 @@
+"""The Ray side of a sweep: joining a runtime, reporting from workers, tracking in the driver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ray import tune
+
+from pipeline.trial import Reporter, read_record
+
+
+def connect(ray_settings: dict) -> None:
+    """Start a local Ray runtime with the job's cores, or join the cluster at ``ray.address``."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = ray_settings.get("address") or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as exc:  # ray raises ConnectionError or RuntimeError depending on how it fails
+            raise ConnectionError(f"cannot join the Ray cluster at ray.address={address!r}: {exc}") from None
+    else:
+        cpus = ray_settings.get("num_cpus") or os.cpu_count()
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+
+
+class TuneReporter(Reporter):
+    """Inside a Tune worker: metrics and checkpoints go to Tune, which relays them to the driver."""
+
+    def report(self, step, per_member, checkpoint=None):
+        metrics = {"step": step, **{f"m{k}.{name}": v for k, row in enumerate(per_member) for name, v in row.items()}}
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # Tune copies the folder into its storage
+            shutil.copy(checkpoint, Path(tmp) / "checkpoint.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def restore(self):
+        """Tune's last checkpoint of this trial (after a retry), else the trial's own file."""
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            path = Path(ckpt.to_directory()) / "checkpoint.pt"
+            if path.is_file():
+                return path
+        return super().restore()
+
+
+class TrackingCallback(tune.Callback):
+    """Runs in the driver: the only MLflow writer, fed by every trial's results."""
+
+    def __init__(self, tracker, out: str):
+        self.tracker, self.out = tracker, Path(out)
+
+    @staticmethod
+    def _trial(trial):
+        from pipeline.sweep import effective_trial
+
+        return effective_trial(trial.config)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        t = self._trial(trial)
+        self.tracker.start_trial(t, {"split": "validation"} if t.get("validation_size") else None)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        t = self._trial(trial)
+        if "step" not in result or t["key"] not in self.tracker.runs:
+            return
+        per_member = [{} for _ in t["members"]]
+        for name, value in result.items():
+            if name.startswith("m") and "." in name and name[1 : name.index(".")].isdigit():
+                k, metric = name[1:].split(".", 1)
+                per_member[int(k)][metric] = value
+        if any(per_member):
+            self.tracker.log(t["key"], int(result["step"]), per_member)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        t = self._trial(trial)
+        record = read_record(self.out / "trials" / t["key"])
+        if record is not None:
+            self.tracker.finish_trial(t["key"], record, self.out / "trials" / t["key"])
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.tracker.fail_trial(self._trial(trial)["key"])

@@ -1,0 +1,87 @@
+"""Trial records -> one tidy results table per grid (``results/<grid>.parquet``).
+
+One row per model x seed x sigma x metric (x test-time unroll count), with the provenance
+columns beside. Reports and figures read these files only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from icstn import models
+from pipeline.trial import read_record
+
+COLUMNS = [
+    "grid", "experiment", "model", "family", "n_warps_train", "capacity", "seed", "sigma_px", "noise_warp", "split",
+    "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "test_samples",
+    "profile", "device", "seconds", "trial_key", "git_commit", "python", "torch", "ray", "mlflow", "data_fetched_from",
+]  # fmt: skip
+
+
+def rows(record: dict, profile: str) -> list[dict]:
+    cfg = models.get_config(record["experiment"], record["model"])
+    prov = record["provenance"]
+    fetched = sorted(set(prov.get("fetched_from", {}).values())) if isinstance(prov.get("fetched_from"), dict) else []
+    common = {
+        "grid": record["grid"],
+        "experiment": record["experiment"],
+        "model": record["model"],
+        "family": cfg.family,
+        "n_warps_train": cfg.n_warps,
+        "capacity": models.capacity(cfg),
+        "noise_warp": record["train"]["noise_warp"],
+        "split": record["split"],
+        "iterations": record["iterations"],
+        "batch_size": record["train"]["batch_size"],
+        "lr_geometric": record["train"]["lr_geometric"],
+        "lr_classifier": record["train"]["lr_classifier"],
+        "test_samples": record["test_samples"],
+        "profile": profile,
+        "device": record["device"],
+        "seconds": record["seconds"],
+        "trial_key": record["key"],
+        "git_commit": prov.get("git_commit"),
+        "python": prov.get("python"),
+        "torch": prov.get("torch"),
+        "ray": prov.get("ray"),
+        "mlflow": prov.get("mlflow"),
+        "data_fetched_from": "; ".join(fetched) or "unknown",
+    }
+    out = []
+    trained = cfg.n_warps if cfg.family != "cnn" else 0
+    for member in record["members"]:
+        base = {**common, "seed": member["seed"], "sigma_px": member["sigma_px"]}
+        for metric, value in member["metrics"].items():
+            out.append({**base, "metric": metric, "n_warps_test": trained, "value": value})
+        for n, value in member["test_warps"].items():
+            if int(n) != trained:
+                out.append({**base, "metric": "test_error", "n_warps_test": int(n), "value": value})
+    return out
+
+
+def collect(trial_root: str | Path, keys: list[str], profile: str) -> pd.DataFrame:
+    """Tidy rows of the trials ``keys`` under ``trial_root`` (each must have its record)."""
+    all_rows = []
+    for key in keys:
+        record = read_record(Path(trial_root) / key)
+        if record is None:
+            raise FileNotFoundError(f"trial {key} has no record.json under {trial_root}: the sweep did not finish it")
+        all_rows += rows(record, profile)
+    return pd.DataFrame(all_rows, columns=COLUMNS)
+
+
+def write(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write atomically, so that a reader never sees half a table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: str | Path) -> pd.DataFrame:
+    return pd.read_parquet(path)

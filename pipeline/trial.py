@@ -1,0 +1,164 @@
+"""One trial: K models of one variant trained together, evaluated, and written to disk.
+
+The same function runs inside a Ray Tune worker and in the inline executor; a ``Reporter``
+hides the difference (where intermediate metrics and checkpoints go). A trial's outputs live in
+``<out>/trials/<key>/``: ``record.json`` (written last, atomically: its presence means done),
+``arrays.npz`` (alignment samples, class means and variances, for the figures) and
+``member<k>/`` (model weights, alignment PNG, arrays: the MLflow artifacts of member k).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from icstn import data, models
+from icstn.train import Callback, TrainConfig, Trainer
+from pipeline import provenance
+
+ALIGNMENT_SAMPLES = 8
+
+
+class Reporter:
+    """Where a running trial sends metrics and checkpoints (inline: straight to the tracker)."""
+
+    def __init__(self, trial_dir: Path, on_result=None):
+        self.trial_dir, self.on_result = trial_dir, on_result
+
+    def report(self, step: int, per_member: list[dict], checkpoint: Path | None = None) -> None:
+        if self.on_result is not None:
+            self.on_result(step, per_member)
+
+    def restore(self) -> Path | None:
+        path = self.trial_dir / "checkpoint.pt"
+        return path if path.is_file() else None
+
+
+class _Report(Callback):
+    def __init__(self, reporter: Reporter, trial_dir: Path):
+        self.reporter, self.trial_dir = reporter, trial_dir
+
+    def on_log(self, trainer, step, losses):
+        self.reporter.report(step, [{"train_loss": v} for v in losses])
+
+    def on_eval(self, trainer, step, results):
+        self.reporter.report(step, [{k: v for k, v in r.items()} for r in results])
+
+    def on_checkpoint(self, trainer, step):
+        path = trainer.save(self.trial_dir / "checkpoint.pt")
+        self.reporter.report(step, [{} for _ in trainer.seeds], checkpoint=path)
+
+
+def load_dataset(trial: dict, data_root: str | Path) -> tuple[data.Dataset, str]:
+    """The trial's data: the test set (fixed subset), or a validation holdout for a search."""
+    ds = data.load(data_root, trial["experiment"])
+    if trial.get("validation_size"):
+        return ds.holdout(trial["validation_size"], seed=0), "validation"
+    if trial["experiment"] != "planar":
+        ds = ds.subsample_test(trial["test_samples"])
+    return ds, "test"
+
+
+def train_config(trial: dict) -> TrainConfig:
+    t = trial["train"]
+    iterations = t["iterations"]
+    return TrainConfig(
+        **t,
+        log_every=max(1, iterations // 100),
+        checkpoint_every=max(1, t["eval_every"] or iterations // 5),
+        planar_test_samples=trial["test_samples"] or 1000,
+    )
+
+
+def run_trial(trial: dict, data_root: str | Path, out: str | Path, device: str = "cpu", reporter: Reporter | None = None) -> dict:
+    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint."""
+    start = time.perf_counter()
+    trial_dir = Path(out) / "trials" / trial["key"]
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    reporter = reporter or Reporter(trial_dir)
+    dataset, split = load_dataset(trial, data_root)
+    model_cfg = models.get_config(trial["experiment"], trial["model"])
+    seeds = [m["seed"] for m in trial["members"]]
+    sigmas = [m["sigma_px"] for m in trial["members"]]
+    trainer = Trainer(model_cfg, train_config(trial), dataset, seeds, sigmas, device, callbacks=(_Report(reporter, trial_dir),))
+    resume = reporter.restore()
+    if resume is not None:
+        trainer.load(resume)
+    resumed_from = trainer.step if resume is not None else None
+    final = trainer.fit()
+    by_warps = {n: trainer.evaluate(n_warps=n) for n in trial["test_warps"]}
+    arrays = _save_arrays(trainer, model_cfg, trial_dir)
+    members = []
+    for k, member in enumerate(trial["members"]):
+        members.append(
+            {
+                **member,
+                "metrics": final[k],
+                "test_warps": {str(n): rows[k]["test_error"] for n, rows in by_warps.items()},
+                "curve": [[step, losses[k]] for step, losses in trainer.losses],
+            }
+        )
+        _save_member(trainer, k, arrays, trial_dir / f"member{k}")
+    record = {
+        **{k: v for k, v in trial.items() if k != "members"},
+        "split": split,
+        "iterations": trainer.step,
+        "device": provenance.device_name(device),
+        "seconds": round(time.perf_counter() - start, 2),
+        "resumed_from_step": resumed_from,
+        "members": members,
+        "provenance": {
+            "git_commit": provenance.git_commit(),
+            **provenance.versions(),
+            **provenance.data_source(data_root, trial["experiment"]),
+        },
+    }
+    write_json(trial_dir / "record.json", record)
+    (trial_dir / "checkpoint.pt").unlink(missing_ok=True)  # done: the record and weights remain
+    return record
+
+
+def _save_arrays(trainer: Trainer, model_cfg: models.ModelConfig, trial_dir: Path) -> dict:
+    arrays = {"alignment": trainer.alignment(ALIGNMENT_SAMPLES).numpy()}  # (K, T, n, C, S, S)
+    if model_cfg.classifier is not None:
+        mean, var = trainer.class_moments()  # (K, classes, C, S, S)
+        arrays |= {"mean": mean.numpy(), "var": var.numpy()}
+    tmp = trial_dir / "arrays.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, trial_dir / "arrays.npz")
+    return arrays
+
+
+def _save_member(trainer: Trainer, k: int, arrays: dict, folder: Path) -> None:
+    """Member k's weights (loadable into AlignNet(cfg, [seed])), alignment PNG and arrays."""
+    from pipeline.report.plots import save_image_grid
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    weights = {name: t[k : k + 1].clone() for name, t in trainer.model.state_dict().items()}
+    torch.save(weights, folder / "model.pt")
+    np.savez_compressed(folder / "arrays.npz", **{name: a[k] for name, a in arrays.items()})
+    save_image_grid(folder / "alignment.png", arrays["alignment"][k])
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def read_record(trial_dir: Path) -> dict | None:
+    path = trial_dir / "record.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def with_overrides(trial: dict, **train_overrides) -> dict:
+    """A copy of ``trial`` with some training settings changed (hyper-parameter search)."""
+    return {**trial, "train": {**trial["train"], **train_overrides}}
