@@ -12,28 +12,37 @@ from ray import tune
 from pipeline.trial import Reporter, read_record
 
 
-def connect(ray_settings: dict) -> None:
-    """Start a local Ray runtime with the job's cores, or join the cluster at ``ray.address``."""
+def connect(ray_settings: dict) -> bool:
+    """Start a local Ray runtime with the job's cores, or join the cluster at ``ray.address``.
+
+    Returns True when this call started (and so owns) a local runtime.
+    """
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     address = ray_settings.get("address") or os.environ.get("RAY_ADDRESS")
     if address:
         try:
             ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # ray raises ConnectionError or RuntimeError depending on how it fails
             raise ConnectionError(f"cannot join the Ray cluster at ray.address={address!r}: {exc}") from None
-    else:
-        cpus = ray_settings.get("num_cpus") or os.cpu_count()
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        return False
+    ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return True
 
 
 class TuneReporter(Reporter):
     """Inside a Tune worker: metrics and checkpoints go to Tune, which relays them to the driver."""
 
+    objective = float("inf")  # mean test (or validation) error at the last evaluation
+
     def report(self, step, per_member, checkpoint=None):
-        metrics = {"step": step, **{f"m{k}.{name}": v for k, row in enumerate(per_member) for name, v in row.items()}}
+        errors = [row["test_error"] for row in per_member if "test_error" in row]
+        if errors:
+            self.objective = sum(errors) / len(errors)
+        metrics = {"step": step, "objective": self.objective}
+        metrics |= {f"m{k}.{name}": v for k, row in enumerate(per_member) for name, v in row.items()}
         if checkpoint is None:
             tune.report(metrics)
             return

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -87,7 +86,7 @@ def run_ray(trials: list[dict], ctx: dict, settings: dict, tracker, name: str, s
 
     from pipeline.ray_reporting import TrackingCallback, connect
 
-    connect(settings["ray"])
+    owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     trainable = tune.with_resources(_tune_trainable, res)
     tune_config = tune.TuneConfig()
@@ -108,15 +107,17 @@ def run_ray(trials: list[dict], ctx: dict, settings: dict, tracker, name: str, s
         callbacks=[TrackingCallback(tracker, ctx["out"])] if tracker is not None else [],
         verbose=1,
     )
-    grid_result = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
+    try:
+        grid_result = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config).fit()
+    finally:
+        if owned:
+            ray.shutdown()  # a runtime we started; never a cluster we joined
     errors = [r.error for r in grid_result if r.error is not None]
     if errors:
         raise RuntimeError(f"{len(errors)} trial(s) failed after retries; first: {errors[0]}")
     if search is not None:
         best = grid_result.get_best_result(metric="objective", mode="min")
         return {**best.config["search"], "objective": best.metrics["objective"]}
-    if not settings["ray"].get("address") and not os.environ.get("RAY_ADDRESS"):
-        ray.shutdown()  # a local runtime is ours; a cluster is not
     return None
 
 

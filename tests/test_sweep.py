@@ -1,0 +1,186 @@
+"""pipeline.sweep / grids / tracking / results with a real local Ray and a real MLflow store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import grids, sweep
+from tests.conftest import REPO
+
+TINY = {
+    "experiment": "mnist",
+    "models": ["IC-STN-2(b)", "CNN(b)"],
+    "seeds": [0, 1],
+    "iterations": 20,
+    "batch_size": 20,
+    "lr_geometric": 0.001,
+    "lr_classifier": 0.1,
+    "eval_every": 10,
+    "test_samples": 100,
+    "test_warps": [3],
+}
+
+
+def write_grid(folder, name, **changes):
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return mlflow.tracking.MlflowClient(uri)
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def child_runs(client, grid_name):
+    exp = client.get_experiment_by_name(grid_name)
+    runs = client.search_runs([exp.experiment_id])
+    return [r for r in runs if "icstn.run_key" in r.data.tags]
+
+
+def test_ray_sweep_records_every_model(tmp_path, store, data_root, ray_runtime):
+    grid = write_grid(tmp_path, "two_by_two")
+    path = sweep.sweep(grid, tmp_path / "results", data_root / "processed", {"profile": "test"}, executor="ray")
+    runs = child_runs(store, "two_by_two")
+    assert sorted(r.info.run_name for r in runs) == sorted(f"{m} seed={s} sigma=3.5" for m in ["IC-STN-2(b)", "CNN(b)"] for s in (0, 1))
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["train.iterations"] == "20" and run.data.params["seed"] in ("0", "1")
+        assert {"git_commit", "device", "profile"} <= set(run.data.tags)
+        history = store.get_metric_history(run.info.run_id, "train_loss")
+        assert [m.step for m in history] == list(range(1, 21))  # the whole curve, once
+        assert len(store.get_metric_history(run.info.run_id, "test_error")) == 2  # evaluations at 10 and 20
+        assert {a.path for a in store.list_artifacts(run.info.run_id)} == {"model.pt", "alignment.png", "arrays.npz"}
+    df = pd.read_parquet(path)
+    # per model x seed: test_error and test_loss, plus test_error at 3 warps for the IC-STN
+    assert len(df) == 2 * 2 * 2 + 2
+    assert set(df["metric"]) == {"test_error", "test_loss"}
+    ic = df[(df.model == "IC-STN-2(b)") & (df.metric == "test_error")]
+    assert sorted(ic["n_warps_test"]) == [2, 2, 3, 3]
+    assert (df["profile"] == "test").all() and df["git_commit"].notna().all() and (df["iterations"] == 20).all()
+    assert df["data_fetched_from"].str.contains("shared/datasets").all()
+
+    # rerunning a finished sweep trains nothing and duplicates nothing
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "two_by_two" / "trials").glob("*/record.json")}
+    sweep.sweep(grid, tmp_path / "results", data_root / "processed", {"profile": "test"}, executor="ray")
+    assert len(child_runs(store, "two_by_two")) == 4
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_inline_executor_matches_ray(tmp_path, data_root, store):
+    grid = write_grid(tmp_path, "inline_grid", models=["IC-STN-2(b)"])
+    path = sweep.sweep(grid, tmp_path / "res", data_root / "processed", {}, executor="inline", track=False)
+    df = pd.read_parquet(path)
+    assert len(df) == 2 * 3 and store.get_experiment_by_name("inline_grid") is None  # --no-tracking
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"sigma_px": [-1]}, r"key 'sigma_px.0': bad value -1; allowed: >= 0"),
+        ({"test_warps": [0]}, r"key 'test_warps.0': bad value 0; allowed: >= 1"),
+        ({"models": []}, r"key 'models': bad value \[\]; allowed: a list of at least 1"),
+        ({"models": ["ResNet"]}, r"key 'models.0': unknown mnist model 'ResNet'; allowed: \['CNN\(a\)'"),
+        ({"learning_rate": 0.1}, r"unknown key 'learning_rate'; allowed keys: \[.*'lr_classifier'"),
+        ({"noise_warp": "projective"}, r"key 'noise_warp': bad value 'projective'; allowed: \['translation'"),
+        ({"experiment": "svhn"}, r"key 'experiment': bad value 'svhn'; allowed: \['planar', 'mnist', 'gtsrb'\]"),
+    ],
+)
+def test_malformed_grid_names_file_and_key(tmp_path, changes, message):
+    grid = write_grid(tmp_path, "bad", **changes)
+    with pytest.raises(grids.GridError, match=f"{grid}: {message}"):
+        grids.load_grid(grid)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    grid = tmp_path / "broken.yaml"
+    grid.write_text("experiment: mnist\nmodels: [CNN(a)\n")
+    with pytest.raises(grids.GridError, match=f"{grid}: not valid YAML"):
+        grids.load_grid(grid)
+
+
+def test_cli_fails_before_compute(tmp_path):
+    grid = write_grid(tmp_path, "bad", sigma_px=[-2])
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.sweep", "--grid", str(grid), "--out", str(tmp_path / "r")],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and "sigma_px.0" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_budget_caps_the_grid(tmp_path):
+    grid = grids.load_grid(
+        write_grid(tmp_path, "g", iterations=1000), {"iterations": {"mnist": 50}, "seeds": [7], "lr_scale": {"mnist": 10}}
+    )
+    assert grid["iterations"] == 50 and grid["seeds"] == [7] and grid["lr_classifier"] == pytest.approx(1.0)
+    trials = grids.expand(grid)
+    assert len(trials) == 2 and all(len(t["members"]) == 1 for t in trials)
+    assert len({t["key"] for t in trials}) == 2
+
+
+def test_optuna_search_records_best(tmp_path, store, data_root, ray_runtime):
+    space = {"lr_classifier": {"low": 0.01, "high": 0.5}, "lr_geometric": {"low": 1e-4, "high": 1e-2}}
+    grid = write_grid(
+        tmp_path, "searched", models=["IC-STN-2(b)"], seeds=[0], search={"num_samples": 3, "validation_size": 200, "space": space}
+    )
+    path = sweep.sweep(grid, tmp_path / "results", data_root / "processed", {}, executor="ray")
+    best = json.loads((tmp_path / "results" / "searched" / "best.json").read_text())
+    assert best["split"] == "validation" and 0.01 <= best["lr_classifier"] <= 0.5
+    runs = child_runs(store, "searched")
+    validation = [r for r in runs if r.data.tags.get("split") == "validation"]
+    assert len(validation) == 3
+    assert min(r.data.metrics["final_test_error"] for r in validation) == pytest.approx(best["objective"])
+    df = pd.read_parquet(path)  # the best setting, retrained and tested on the test set
+    assert set(df["split"]) == {"test"} and df["lr_classifier"].iloc[0] == pytest.approx(best["lr_classifier"])
+    parent = [r for r in store.search_runs([store.get_experiment_by_name("searched").experiment_id]) if "icstn.run_key" not in r.data.tags]
+    assert "sweep.best.lr_classifier" in parent[0].data.tags
+
+
+def test_interrupted_sweep_resumes(tmp_path, store, data_root):
+    """Kill a real sweep process after its first trial, rerun: nothing finished is retrained."""
+    grid = write_grid(tmp_path, "resumable", iterations=400, eval_every=100, batch_size=50)
+    cmd = [sys.executable, "-m", "pipeline.sweep", "--grid", str(grid), "--out", str(tmp_path / "res"),
+           "--data", str(data_root / "processed"), "--executor", "inline"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL, start_new_session=True)
+    trials = tmp_path / "res" / "resumable" / "trials"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        records = list(trials.glob("*/record.json"))
+        checkpoints = list(trials.glob("*/checkpoint.pt"))
+        if records and checkpoints:  # first trial done, second one part-way
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(records) == 1, "the sweep should have been killed mid-way through its second trial"
+    done_before = records[0].stat().st_mtime_ns
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    assert records[0].stat().st_mtime_ns == done_before  # not retrained
+    resumed = [json.loads(p.read_text()) for p in trials.glob("*/record.json") if p != records[0]]
+    assert len(resumed) == 1 and resumed[0]["resumed_from_step"] >= 100
+    runs = child_runs(store, "resumable")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        steps = [m.step for m in store.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == sorted(set(steps)) and steps[-1] == 400
