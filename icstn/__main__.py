@@ -15,7 +15,7 @@ from icstn.train import TrainConfig, Trainer
 
 # What the paper (or, where it is silent, the released code) uses per experiment.
 DEFAULTS = {
-    "planar": dict(noise_warp="affine", sigma=7.5, lr_geometric=1e-4, lr_classifier=0.0),
+    "planar": dict(noise_warp="affine", sigma=7.5, lr_geometric=3e-5, lr_classifier=0.0),
     "mnist": dict(noise_warp="homography", sigma=3.5, lr_geometric=1e-4, lr_classifier=1e-2),
     "gtsrb": dict(noise_warp="homography", sigma=3.5, lr_geometric=1e-5, lr_classifier=1e-3),
 }

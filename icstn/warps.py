@@ -166,7 +166,7 @@ def transform_points(src_from_dst: torch.Tensor, pts: torch.Tensor) -> torch.Ten
     return out[..., :2] / out[..., 2:]
 
 
-def sampling_grid(src_from_dst: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def sampling_grid(src_from_dst: torch.Tensor, size: tuple[int, int], projective: bool = True) -> torch.Tensor:
     """Sampling grid for ``F.grid_sample`` from a batch of warp matrices.
 
     Convention: canonical coordinates, align_corners=True; ``src_from_dst`` maps output
@@ -175,15 +175,21 @@ def sampling_grid(src_from_dst: torch.Tensor, size: tuple[int, int]) -> torch.Te
     Args:
         src_from_dst: (B, 3, 3).
         size: output (H, W).
+        projective: False when every matrix's last row is (0, 0, 1), to skip the divide.
     Returns:
         (B, H, W, 2) source coordinates (x, y) of every output pixel.
     """
     _check_matrix(src_from_dst, "src_from_dst")
     h, w = size
+    # the affine rows through affine_grid (fast, and its backward too), then the projective divide
+    num = F.affine_grid(src_from_dst[:, :2], [src_from_dst.shape[0], 1, h, w], align_corners=True)  # (B, H, W, 2)
+    if not projective:
+        return num
+    last = src_from_dst[:, 2]  # (B, 3)
     kw = dict(dtype=src_from_dst.dtype, device=src_from_dst.device)
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, **kw), torch.linspace(-1, 1, w, **kw), indexing="ij")
-    dst = torch.stack([xs, ys], -1).reshape(1, h * w, 2)  # (1, HW, 2)
-    return transform_points(src_from_dst, dst).view(-1, h, w, 2)
+    xs, ys = torch.linspace(-1, 1, w, **kw), torch.linspace(-1, 1, h, **kw)
+    den = last[:, 0, None, None] * xs + last[:, 1, None, None] * ys[:, None] + last[:, 2, None, None]  # (B, H, W)
+    return num / den.unsqueeze(-1)
 
 
 def warp_image(
@@ -221,7 +227,7 @@ def warp_image(
         image = image.expand(p.shape[0], -1, -1, -1)
     elif image.shape[0] != p.shape[0]:
         raise ValueError(f"image batch {image.shape[0]} does not match parameter batch {p.shape[0]}")
-    grid = sampling_grid(src_from_dst, size).to(image.dtype)
+    grid = sampling_grid(src_from_dst, size, projective=warp == "homography").to(image.dtype)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 

@@ -152,6 +152,10 @@ def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None 
     for dataset in datasets:
         sums = mirror_checksums(mirror, dataset) if mirror else None
         out[dataset] = [fetch_file(dataset, name, Path(raw), mirror, sums) for name in SOURCES[dataset]]
+        verified = {p.name: file_hash(p) for p in out[dataset]}
+        tmp = Path(raw) / dataset / "VERIFIED.json.tmp"
+        tmp.write_text(json.dumps(verified, indent=1))
+        os.replace(tmp, tmp.with_suffix(""))  # the workflow's marker: every file present and verified
     return out
 
 

@@ -60,7 +60,10 @@ def describe(error: jsonschema.ValidationError, source: str) -> str:
     if error.validator == "required":
         return f"{source}: {key}: {error.message}"
     allowed = ""
-    if "enum" in schema:
+    enums = [e.schema["enum"] for e in error.context or [] if isinstance(e.schema, dict) and "enum" in e.schema]
+    if error.validator == "oneOf" and enums:
+        allowed = f"; allowed: {enums[0]} or a list of them"
+    elif "enum" in schema:
         allowed = f"; allowed: {schema['enum']}"
     elif error.validator in ("minimum", "exclusiveMinimum"):
         allowed = f"; allowed: {'>=' if error.validator == 'minimum' else '>'} {error.validator_value}"
@@ -136,22 +139,23 @@ def expand(grid: dict, pack: int = 32) -> list[dict]:
     ``key`` from its content, so a rerun recognises what is already done.
     """
     members = [{"seed": s, "sigma_px": float(sig)} for sig in grid["sigma_px"] for s in grid["seeds"]]
-    train = {k: grid[k] for k in TRAIN_KEYS}
+    noise_warps = grid["noise_warp"] if isinstance(grid["noise_warp"], list) else [grid["noise_warp"]]
     trials = []
     for name in grid["models"]:
         cfg = models.get_config(grid["experiment"], name)
         test_warps = sorted({cfg.n_warps, *grid["test_warps"]}) if cfg.family == "icstn" else []
-        for i in range(0, len(members), pack):
-            trial = {
-                "grid": grid["name"],
-                "experiment": grid["experiment"],
-                "model": name,
-                "members": members[i : i + pack],
-                "train": train,
-                "test_samples": grid["test_samples"],
-                "test_warps": test_warps,
-            }
-            trials.append(rekey(trial))
+        for noise_warp in noise_warps:
+            for i in range(0, len(members), pack):
+                trial = {
+                    "grid": grid["name"],
+                    "experiment": grid["experiment"],
+                    "model": name,
+                    "members": members[i : i + pack],
+                    "train": {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp},
+                    "test_samples": grid["test_samples"],
+                    "test_warps": test_warps,
+                }
+                trials.append(rekey(trial))
     return trials
 
 

@@ -15,7 +15,7 @@ from icstn import models
 from pipeline.trial import read_record
 
 COLUMNS = [
-    "grid", "experiment", "model", "family", "n_warps_train", "capacity", "seed", "sigma_px", "noise_warp", "split",
+    "grid", "experiment", "model", "family", "n_warps_train", "capacity", "member", "seed", "sigma_px", "noise_warp", "split",
     "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "test_samples",
     "profile", "device", "seconds", "trial_key", "git_commit", "python", "torch", "ray", "mlflow", "data_fetched_from",
 ]  # fmt: skip
@@ -52,8 +52,8 @@ def rows(record: dict, profile: str) -> list[dict]:
     }
     out = []
     trained = cfg.n_warps if cfg.family != "cnn" else 0
-    for member in record["members"]:
-        base = {**common, "seed": member["seed"], "sigma_px": member["sigma_px"]}
+    for k, member in enumerate(record["members"]):
+        base = {**common, "member": k, "seed": member["seed"], "sigma_px": member["sigma_px"]}
         for metric, value in member["metrics"].items():
             out.append({**base, "metric": metric, "n_warps_test": trained, "value": value})
         for n, value in member["test_warps"].items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,7 @@ def run_ray(trials: list[dict], ctx: dict, settings: dict, tracker, name: str, s
 
     from pipeline.ray_reporting import TrackingCallback, connect
 
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is the record; no TensorBoard files
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     trainable = tune.with_resources(_tune_trainable, res)

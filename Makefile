@@ -1,0 +1,37 @@
+# `make reproduce` sets up .venv and runs the main job (PROFILE=quick by default;
+# PROFILE=paper for the full protocol). `make test` sets up .venv, lints and runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PROFILE ?= quick
+CORES ?= $(shell nproc)
+CONFIGFILE := $(if $(filter paper,$(PROFILE)),config/config.yaml,config/$(PROFILE).yaml)
+# The offline dataset mirror beside this checkout, when there is one; otherwise the official sources.
+export ICSTN_DATA_MIRROR ?= $(wildcard $(abspath ../shared/datasets))
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup reproduce test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+reproduce: setup
+	snakemake --cores $(CORES) --configfile $(CONFIGFILE) --rerun-incomplete
+	@echo "report: $(CURDIR)/reports/index.html   runs: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+lint: setup
+	ruff check .
+	snakefmt --check workflow/
+	snakemake --lint --cores 1
+
+test: lint
+	python -m pytest
+
+clean:
+	rm -rf results reports/tables reports/figures reports/index.html logs .snakemake

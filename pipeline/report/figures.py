@@ -1,0 +1,209 @@
+"""Figures 6-11 of the paper, and one summary figure per grid, as PNG and PDF.
+
+    python -m pipeline.report.figures --results results/table1.parquet --data data/processed \
+        --out reports/figures [--figures fig6 fig7]
+
+Figures read the results table and the arrays its trials saved beside it
+(``results/<grid>/trials/<key>/arrays.npz``), never Ray or MLflow state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from icstn import data, noise, warps  # noqa: E402
+from pipeline import results  # noqa: E402
+from pipeline.report.plots import tile  # noqa: E402
+
+
+def _save(fig, out: Path, name: str, note: str) -> list[Path]:
+    fig.text(0.01, 1.0, note, fontsize=7, color="0.35", ha="left", va="bottom")  # above the panels, clear of tick labels
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def provenance_note(df: pd.DataFrame) -> str:
+    return (
+        f"ours: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, {df.seed.nunique()} seeds, "
+        f"device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}"
+    )
+
+
+def arrays(results_path: Path, df: pd.DataFrame, model: str, seed: int | None = None) -> dict[str, np.ndarray]:
+    """The saved arrays of ``model`` (one member: the lowest seed, first sigma)."""
+    rows = df[df.model == model]
+    if rows.empty:
+        raise ValueError(f"{results_path} has no model {model!r}; it has {sorted(df.model.unique())}")
+    seed = rows.seed.min() if seed is None else seed
+    row = rows[rows.seed == seed].iloc[0]
+    with np.load(results_path.parent / row.grid / "trials" / row.trial_key / "arrays.npz") as z:
+        return {name: z[name][row.member] for name in z.files}
+
+
+def _image_panel(ax, images: np.ndarray, title: str, row_labels: list[str] | None = None) -> None:
+    """images (R, Q, C, H, W) as one mosaic."""
+    ax.imshow(tile(images).squeeze(-1) if images.shape[2] == 1 else tile(images), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    h = images.shape[-2] + 2
+    ax.set_yticks([2 + h * i + images.shape[-2] / 2 for i in range(images.shape[0])] if row_labels else [])
+    if row_labels:
+        ax.set_yticklabels(row_labels, fontsize=7)
+
+
+# --- the paper's figures --------------------------------------------------------------------
+def fig6(df, results_path, data_root, out):
+    """The planar image, its ground-truth box and perturbed boxes; perturbed samples (sigma 7.5)."""
+    ds = data.load(data_root, "planar")
+    image = ds.images(ds.train_images[0])  # (1, H, W)
+    h, w = image.shape[-2:]
+    g = torch.Generator().manual_seed(0)
+    p = noise.perturb(8, 7.5, 50, "affine", g)
+    corners = torch.tensor(warps.CANONICAL_CORNERS)
+    boxes = warps.transform_points(ds.ref.unsqueeze(0) @ warps.vec2mat(p, "affine"), corners)  # (8, 4, 2) canonical
+    gt = warps.transform_points(ds.ref.unsqueeze(0), corners)[0]
+    to_px = torch.tensor([(w - 1) / 2, (h - 1) / 2])
+    samples = warps.warp_image(image.unsqueeze(0), p, "affine", (50, 50), ds.ref)  # (8, 1, 50, 50)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.4, 1]})
+    a.imshow(image[0], cmap="gray")
+    for box in boxes:
+        xy = ((box + 1) * to_px).numpy()
+        a.add_patch(plt.Polygon(xy, fill=False, ec="gold", lw=1))
+    a.add_patch(plt.Polygon(((gt + 1) * to_px).numpy(), fill=False, ec="red", lw=2))
+    a.set_title("(a) image, ground-truth box (red), perturbed boxes (yellow)", fontsize=9)
+    a.axis("off")
+    _image_panel(b, samples.numpy().reshape(2, 4, 1, 50, 50), "(b) perturbed 50x50 samples, affine, σ = 7.5 px")
+    return _save(fig, out, "fig6", f"Caffe's cat.jpg, grey, box {ds.manifest['box']} (project's choice)")
+
+
+def fig7(df, results_path, data_root, out):
+    """Test error against warps applied at test time; one curve per trained unroll count."""
+    rows = df[df.metric == "test_error"]
+    sigmas = sorted(rows.sigma_px.unique())
+    fig, axes = plt.subplots(1, len(sigmas), figsize=(3.4 * len(sigmas), 3.2), squeeze=False, sharey=False)
+    for ax, sigma in zip(axes[0], sigmas):
+        sub = rows[rows.sigma_px == sigma]
+        for model, m in sub.groupby("model", sort=False):
+            curve = m.groupby("n_warps_test")["value"].agg(["mean", "std"]).fillna(0)
+            line = ax.plot(curve.index, curve["mean"], marker=".", ms=3, label=model)[0]
+            ax.fill_between(curve.index, curve["mean"] - curve["std"], curve["mean"] + curve["std"], color=line.get_color(), alpha=0.15)
+            trained = m.n_warps_train.iloc[0]
+            if trained in curve.index:
+                ax.plot([trained], [curve.loc[trained, "mean"]], "o", color=line.get_color(), ms=7)
+        base = df[(df.metric == "baseline_error") & (df.sigma_px == sigma)].value.mean()
+        ax.axhline(base, color="0.5", ls=":", lw=1, label="unaligned input")
+        ax.set(title=f"σ = {sigma:g} px", xlabel="warps applied at test time", yscale="log")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test error (mean corner error, px)")
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, out, "fig7", provenance_note(df) + "; large dot: unroll count used in training")
+
+
+def fig8(df, results_path, data_root, out, icstn="IC-STN-4(a)", stn="STN(a)"):
+    """MNIST alignment through the IC-STN iterations, with the STN's result below."""
+    steps = arrays(results_path, df, icstn)["alignment"]  # (T, n, C, S, S)
+    stn_final = arrays(results_path, df, stn)["alignment"][-1:]
+    grid_ = np.concatenate([steps, stn_final])
+    labels = ["perturbed"] + [f"warp {i}" for i in range(1, len(steps))] + [f"{stn}"]
+    fig, ax = plt.subplots(figsize=(8, 0.9 * len(grid_) + 0.6))
+    _image_panel(ax, grid_, f"{icstn}: test samples through its warps; last row: {stn}", labels)
+    return _save(fig, out, "fig8", provenance_note(df))
+
+
+def _moments_figure(df, results_path, out, models_, classes, name, title):
+    panels = []
+    for model in models_:
+        a = arrays(results_path, df, model)
+        panels += [a["mean"][classes], a["var"][classes]]
+    images = np.stack(panels)  # (2M, classes, C, S, S)
+    labels = [f"{m} {kind}" for m in models_ for kind in ("mean", "var")]
+    fig, ax = plt.subplots(figsize=(0.75 * len(classes) + 2, 0.55 * len(images) + 0.8))
+    _image_panel(ax, images, title, labels)
+    return _save(fig, out, name, provenance_note(df))
+
+
+def fig9(df, results_path, data_root, out):
+    """Per-class mean and variance of the aligned MNIST test images, for each model."""
+    models_ = list(df.model.unique())
+    return _moments_figure(df, results_path, out, models_, list(range(10)), "fig9", "aligned appearances per class: mean / variance")
+
+
+def fig10(df, results_path, data_root, out, icstn="IC-STN-4", stn="STN"):
+    """GTSRB alignment samples: perturbed input, IC-STN's result, STN's result."""
+    a, s = arrays(results_path, df, icstn)["alignment"], arrays(results_path, df, stn)["alignment"]
+    images = np.stack([a[0], a[-1], s[-1]])
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    _image_panel(ax, images, "GTSRB test samples", ["perturbed", icstn, stn])
+    return _save(fig, out, "fig10", provenance_note(df) + "; inputs from the project's 32x32 mirror, resized to 50x50")
+
+
+def fig11(df, results_path, data_root, out):
+    """GTSRB class means for each model (first 10 classes)."""
+    models_ = list(df.model.unique())
+    means = np.stack([arrays(results_path, df, m)["mean"][:10] for m in models_])  # (M, 10, C, S, S)
+    fig, ax = plt.subplots(figsize=(8, 0.8 * len(models_) + 0.8))
+    _image_panel(ax, means, "mean aligned appearance, classes 0-9", models_)
+    return _save(fig, out, "fig11", provenance_note(df))
+
+
+def summary(df, results_path, data_root, out):
+    """Any grid: test error per model (and noise level), one dot per seed."""
+    rows = df[(df.metric == "test_error") & (df.n_warps_test == df.n_warps_train)]
+    groups = list(rows.groupby(["sigma_px", "noise_warp"], sort=True))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * rows.model.nunique() * max(1, len(groups)) ** 0.5, 3.6))
+    models_ = list(dict.fromkeys(rows.model))
+    width = 0.8 / max(1, len(groups))
+    for j, ((sigma, warp), g) in enumerate(groups):
+        x = np.array([models_.index(m) for m in g.model]) + (j - (len(groups) - 1) / 2) * width
+        ax.scatter(x, g.value, s=12, alpha=0.8, label=f"σ = {sigma:g} px, {warp} noise")
+        means = g.groupby("model", sort=False).value.mean()
+        ax.scatter([models_.index(m) + (j - (len(groups) - 1) / 2) * width for m in means.index], means, marker="_", s=300, color="k")
+    ax.set_xticks(range(len(models_)), models_, rotation=30, ha="right", fontsize=8)
+    unit = "mean corner error (px)" if df.experiment.iloc[0] == "planar" else "test error (%)"
+    ax.set(ylabel=unit, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out, df.grid.iloc[0], provenance_note(df))
+
+
+FIGURES = {"fig6": fig6, "fig7": fig7, "fig8": fig8, "fig9": fig9, "fig10": fig10, "fig11": fig11}
+
+
+def render(results_path, data_root, out, figures: list[str], with_summary: bool = True) -> list[Path]:
+    results_path, out = Path(results_path), Path(out)
+    df = results.read(results_path)
+    paths = summary(df, results_path, data_root, out) if with_summary else []
+    for name in figures:
+        paths += FIGURES[name](df, results_path, data_root, out)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--out", default="reports/figures")
+    parser.add_argument("--figures", nargs="*", default=[], choices=sorted(FIGURES))
+    parser.add_argument("--summary", action="store_true", help="the grid's summary figure (reports/figures/<grid>.png)")
+    args = parser.parse_args(argv)
+    for path in render(args.results, args.data, args.out, args.figures, args.summary):
+        print(path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

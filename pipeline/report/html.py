@@ -1,0 +1,129 @@
+"""One page with every table and figure and the run's provenance: ``reports/index.html``.
+
+    python -m pipeline.report.html --results results/table1.parquet ... --grids config/grids \
+        --data data/processed --out reports/index.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import grids, results
+from pipeline.report import tables
+
+CAVEATS = {
+    "gtsrb": "The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
+    "like the originals, so results are on reduced-resolution inputs.",
+    "mnist": "The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
+    "planar": "The ground-truth box on Caffe's cat.jpg is the project's own choice (the paper's is hand-labelled and unpublished).",
+}
+FIGURE_CAPTIONS = {
+    "fig6": "Figure 6: the planar image with its ground-truth box, perturbed boxes and perturbed samples.",
+    "fig7": "Figure 7: test error against the number of warps applied at test time, one curve per trained unroll count.",
+    "fig8": "Figure 8: MNIST test samples through the IC-STN's warps, the STN's result in the last row.",
+    "fig9": "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.",
+    "fig10": "Figure 10: GTSRB alignment, IC-STN against STN.",
+    "fig11": "Figure 11: GTSRB mean aligned appearance per class, for each model.",
+}
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.banner{background:#fff4d6;border:1px solid #e0b84c;padding:.7em 1em;border-radius:6px;font-weight:600}
+.caption{color:#555;font-size:.88em} figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
+code{background:#f5f5f5;padding:0 .25em} .muted{color:#777;font-size:.85em}
+"""
+
+
+def _provenance(frames: list[pd.DataFrame], data_root: Path) -> pd.DataFrame:
+    df = pd.concat(frames, ignore_index=True)
+    rows = {
+        "profile": ", ".join(sorted(df.profile.unique())),
+        "iterations": "; ".join(f"{g}: {', '.join(map(str, sorted(d.iterations.unique())))}" for g, d in df.groupby("grid")),
+        "seeds per model": "; ".join(f"{g}: {d.seed.nunique()}" for g, d in df.groupby("grid")),
+        "test samples": "; ".join(f"{g}: {d.test_samples.iloc[0] or 'all'}" for g, d in df.groupby("grid")),
+        "device": ", ".join(sorted(df.device.unique())),
+        "git commit": ", ".join(sorted(df.git_commit.dropna().unique())),
+        "versions": ", ".join(f"{k} {df[k].iloc[0]}" for k in ("python", "torch", "ray", "mlflow")),
+        "data fetched from": ", ".join(sorted(df.data_fetched_from.unique())),
+        "rendered": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+    for exp in sorted(df.experiment.unique()):
+        manifest = data_root / exp / "manifest.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text())
+            rows[f"{exp} data"] = f"{m['counts']['train']:,} train / {m['counts']['test']:,} test; {m['preprocessing']}"
+    return pd.DataFrame({"": list(rows), "value": list(rows.values())})
+
+
+def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: Path, tables_dir: Path, paper_csv: Path, out: Path) -> Path:
+    out = Path(out)
+    frames = {Path(p).stem: results.read(p) for p in result_paths}
+    profiles = {f.profile.iloc[0] for f in frames.values()}
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>icstn-bench report</title>",
+        f"<style>{STYLE}</style></head><body>",
+    ]
+    parts.append("<h1>icstn-bench: Inverse Compositional STNs, reproduced</h1>")
+    parts.append("<p class='muted'>Lin &amp; Lucey, CVPR 2017. Our numbers beside the paper's; every number says how it was obtained.</p>")
+    if profiles != {"paper"}:
+        its = sorted({int(i) for f in frames.values() for i in f.iterations.unique()})
+        parts.append(
+            f"<p class='banner'>Profile <code>{html.escape(', '.join(sorted(profiles)))}</code>: this is NOT the paper's protocol. "
+            f"Models trained for {', '.join(map(str, its))} iterations (the paper: 200,000), on few seeds and test subsets; "
+            "expect errors far above the paper's. Run <code>make reproduce PROFILE=paper</code> for the full protocol.</p>"
+        )
+    exps = sorted({f.experiment.iloc[0] for f in frames.values()})
+    parts.append("<h2>Provenance</h2>" + _provenance(list(frames.values()), data_root).to_html(index=False, escape=True))
+    parts.append("<ul>" + "".join(f"<li>{html.escape(CAVEATS[e])}</li>" for e in exps if e in CAVEATS) + "</ul>")
+    for name, df in frames.items():
+        grid = grids.load_grid(grid_dir / f"{name}.yaml")
+        table = tables.formatted(tables.build(df, grid, paper_csv), grid)
+        parts.append(f"<h2 id='{name}'>{html.escape(grid.get('title', name))}</h2>")
+        parts.append(table.to_html(index=False, escape=True))
+        parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: "
+                     + ", ".join(f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex"))
+                     + "</p>")  # fmt: skip
+        for fig in [name, *grid.get("figures", [])]:
+            png = figures / f"{fig}.png"
+            caption = FIGURE_CAPTIONS.get(fig, f"{name}: test error per model, one dot per seed.")
+            rel = os.path.relpath(png, out.parent)
+            parts.append(f"<figure><img src='{rel}' alt='{fig}'><figcaption class='caption'>{html.escape(caption)} "
+                         f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
+    parts.append("<h2>Metrics</h2><ul><li>Classification: test error in % on a fixed, seeded perturbation of the test set "
+                 "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "
+                 "box corners under the predicted warp and under the ground truth; the paper does not state its unit.</li>"
+                 "<li>Browse every run, curve and artifact with <code>mlflow ui</code>.</li></ul></body></html>")  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", nargs="+", required=True)
+    parser.add_argument("--grids", default="config/grids")
+    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--figures", default="reports/figures")
+    parser.add_argument("--tables", default="reports/tables")
+    parser.add_argument("--paper", default="config/paper_results.csv")
+    parser.add_argument("--out", default="reports/index.html")
+    a = parser.parse_args(argv)
+    path = render([Path(p) for p in a.results], Path(a.grids), Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper), Path(a.out))
+    print(path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""End to end: snakemake -> fetch from the mirror -> prepare -> Ray -> MLflow -> tables, figures, index.html.
+
+Runs the real workflow in a scratch directory on a tiny profile, with the paper's grids cut to
+the models the figures need, plus one new grid file (an ablation) that no code knows about.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+TINY = {
+    "profile": "tiny",
+    "budget": {
+        "iterations": {"planar": 30, "mnist": 30, "gtsrb": 12},
+        "seeds": [0, 1],
+        "test_samples": {"planar": 40, "mnist": 200, "gtsrb": 150},
+        "eval_every": {"planar": 15, "mnist": 15, "gtsrb": 6},
+    },
+}
+CUTS = {  # the models each paper figure needs
+    "table1": {"models": ["c-STN-1", "IC-STN-2"], "sigma_px": [2.5, 10], "test_warps": [1, 2, 4]},
+    "table2": {"models": ["STN(a)", "IC-STN-4(a)"]},
+    "table3": {"models": ["STN", "IC-STN-4"]},
+}
+ABLATION = {
+    "title": "Noise family ablation",
+    "experiment": "mnist",
+    "models": ["IC-STN-2(b)"],
+    "noise_warp": ["affine", "homography"],
+    "sigma_px": [3.5],
+    "iterations": 30,
+    "lr_geometric": 0.001,
+    "lr_classifier": 0.1,
+}
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory, mirror):
+    work = tmp_path_factory.mktemp("workflow")
+    shutil.copytree(REPO / "workflow", work / "workflow")
+    (work / "config" / "grids").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
+    shutil.copy(REPO / "config" / "paper_results.csv", work / "config" / "paper_results.csv")
+    for name, cut in CUTS.items():
+        grid = yaml.safe_load((REPO / "config" / "grids" / f"{name}.yaml").read_text())
+        (work / "config" / "grids" / f"{name}.yaml").write_text(yaml.safe_dump({**grid, **cut}))
+    (work / "config" / "grids" / "noise_family.yaml").write_text(yaml.safe_dump(ABLATION))
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "ICSTN_DATA_MIRROR": str(mirror),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+    }
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", "--snakefile", "workflow/Snakefile"]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work, proc
+
+
+def test_every_table_with_the_papers_numbers(workflow_run):
+    work, _ = workflow_run
+    t2 = pd.read_csv(work / "reports" / "tables" / "table2.csv")
+    assert list(t2.model) == ["STN(a)", "IC-STN-4(a)"]
+    assert list(t2.paper) == [4.944, 1.230] and list(t2.paper_capacity) == [39048, 39048]
+    assert (t2.capacity == t2.paper_capacity).all() and (t2.n_seeds == 2).all()
+    assert ((t2.ours_mean >= 0) & (t2.ours_mean <= 100)).all()
+    assert (t2["diff"] - (t2.ours_mean - t2.paper)).abs().max() < 1e-6
+    md = (work / "reports" / "tables" / "table2.md").read_text()
+    assert "| STN(a) | 4.944 |" in md and "profile tiny" in md and "30 iterations" in md
+    t1 = pd.read_csv(work / "reports" / "tables" / "table1.csv")
+    assert sorted(t1.sigma_px.unique()) == [2.5, 10.0]
+    assert (t1.model == "unaligned input").sum() == 2  # one calibration row per sigma
+    t3 = (work / "reports" / "tables" / "table3.tex").read_text()
+    assert r"\begin{tabular}" in t3 and "197,343" in t3
+
+
+def test_new_grid_gets_its_own_sweep_table_figure_and_experiment(workflow_run):
+    work, _ = workflow_run
+    df = pd.read_parquet(work / "results" / "noise_family.parquet")
+    assert set(df.noise_warp) == {"affine", "homography"} and set(df.seed) == {0, 1}
+    table = (work / "reports" / "tables" / "noise_family.md").read_text()
+    assert "| noise |" in table.splitlines()[2]  # the header: the ablated setting is a column
+    assert (work / "reports" / "figures" / "noise_family.png").stat().st_size > 5000
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("noise_family")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if "icstn.run_key" in r.data.tags]
+    assert len(runs) == 4 and {r.data.params["train.noise_warp"] for r in runs} == {"affine", "homography"}
+
+
+def test_six_figures_and_index(workflow_run):
+    work, _ = workflow_run
+    figures = work / "reports" / "figures"
+    for n in range(6, 12):
+        assert (figures / f"fig{n}.png").stat().st_size > 5000 and (figures / f"fig{n}.pdf").is_file()
+    page = (work / "reports" / "index.html").read_text()
+    assert "NOT the paper's protocol" in page
+    for needle in ["Table 1: planar", "Table 2: perturbed MNIST", "Table 3: perturbed GTSRB", "Noise family ablation",
+                   "32x32", "git commit", "shared/datasets", "torch 2.13.0"]:  # fmt: skip
+        assert needle in page, needle
+    for n in range(6, 12):
+        assert f"src='figures/fig{n}.png'" in page
+    assert page.count("<table") == 5  # provenance + four grids
+
+
+def test_rerun_does_nothing(workflow_run):
+    work, _ = workflow_run
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", "--snakefile", "workflow/Snakefile", "-n"],
+        cwd=work, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "Nothing to be done" in out.stdout + out.stderr

@@ -1,0 +1,28 @@
+rule fetch:
+    output:
+        f"{RAW}/{{dataset}}/VERIFIED.json",
+    log:
+        "logs/fetch/{dataset}.log",
+    conda:
+        ENV
+    params:
+        raw=lambda wildcards, output: parent(output[0], 2),
+        mirror=f"--mirror {MIRROR}" if MIRROR else "",
+    shell:
+        "python -m pipeline.fetch {wildcards.dataset} --raw {params.raw} {params.mirror} 2>&1 | tee {log}"
+
+
+rule prepare:
+    input:
+        f"{RAW}/{{dataset}}/VERIFIED.json",
+    output:
+        f"{PROCESSED}/{{dataset}}/manifest.json",
+    log:
+        "logs/prepare/{dataset}.log",
+    conda:
+        ENV
+    params:
+        raw=lambda wildcards, input: parent(input[0], 2),
+        processed=lambda wildcards, output: parent(output[0], 2),
+    shell:
+        "python -m pipeline.prepare {wildcards.dataset} --raw {params.raw} --out {params.processed} 2>&1 | tee {log}"

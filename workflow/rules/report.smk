@@ -1,0 +1,83 @@
+rule table:
+    input:
+        results=f"{RESULTS}/{{grid}}.parquet",
+        grid=f"{config['grids']}/{{grid}}.yaml",
+        paper=config["paper_results"],
+    output:
+        multiext(f"{REPORTS}/tables/{{grid}}", ".md", ".csv", ".tex"),
+    log:
+        "logs/table/{grid}.log",
+    conda:
+        ENV
+    params:
+        out=lambda wildcards, output: parent(output[0]),
+    shell:
+        "python -m pipeline.report.tables --results {input.results} --grid {input.grid}"
+        " --paper {input.paper} --out {params.out} 2>&1 | tee {log}"
+
+
+rule grid_figure:
+    input:
+        results=f"{RESULTS}/{{grid}}.parquet",
+    output:
+        report(
+            f"{REPORTS}/figures/{{grid}}.png",
+            category="Figures",
+            caption="../report/figure.rst",
+        ),
+        f"{REPORTS}/figures/{{grid}}.pdf",
+    log:
+        "logs/figures/{grid}.log",
+    conda:
+        ENV
+    params:
+        out=lambda wildcards, output: parent(output[0]),
+    shell:
+        "python -m pipeline.report.figures --results {input.results} --out {params.out} --summary 2>&1 | tee {log}"
+
+
+rule paper_figure:
+    input:
+        results=lambda wc: f"{RESULTS}/{FIGURE_GRID[wc.fig]}.parquet",
+        data=lambda wc: f"{PROCESSED}/{GRIDS[FIGURE_GRID[wc.fig]]['experiment']}/manifest.json",
+    output:
+        report(
+            f"{REPORTS}/figures/{{fig}}.png",
+            category="Figures",
+            caption="../report/figure.rst",
+        ),
+        f"{REPORTS}/figures/{{fig}}.pdf",
+    log:
+        "logs/figures/{fig}.log",
+    conda:
+        ENV
+    params:
+        out=lambda wildcards, output: parent(output[0]),
+        processed=lambda wildcards, input: parent(input.data, 2),
+    shell:
+        "python -m pipeline.report.figures --results {input.results} --data {params.processed}"
+        " --out {params.out} --figures {wildcards.fig} 2>&1 | tee {log}"
+
+
+rule report:
+    input:
+        results=expand(f"{RESULTS}/{{grid}}.parquet", grid=GRIDS),
+        tables=expand(f"{REPORTS}/tables/{{grid}}.md", grid=GRIDS),
+        figures=expand(f"{REPORTS}/figures/{{name}}.png", name=[*GRIDS, *FIGURE_GRID]),
+        paper=config["paper_results"],
+    output:
+        report(
+            f"{REPORTS}/index.html", category="Report", caption="../report/index.rst"
+        ),
+    log:
+        "logs/report.log",
+    conda:
+        ENV
+    params:
+        grids=config["grids"],
+        processed=lambda wildcards, input: parent(input.data[0], 2),
+        figures=lambda wildcards, input: parent(input.figures[0]),
+        tables=lambda wildcards, input: parent(input.tables[0]),
+    shell:
+        "python -m pipeline.report.html --results {input.results} --grids {params.grids} --data {params.processed}"
+        " --figures {params.figures} --tables {params.tables} --paper {input.paper} --out {output} 2>&1 | tee {log}"
