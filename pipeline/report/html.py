@@ -34,7 +34,8 @@ FIGURE_CAPTIONS = {
     "fig11": "Figure 11: GTSRB mean aligned appearance per class, for each model.",
 }
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+     color:#222;line-height:1.45}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
@@ -90,9 +91,8 @@ def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: P
         table = tables.formatted(tables.build(df, grid, paper_csv), grid)
         parts.append(f"<h2 id='{name}'>{html.escape(grid.get('title', name))}</h2>")
         parts.append(table.to_html(index=False, escape=True))
-        parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: "
-                     + ", ".join(f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex"))
-                     + "</p>")  # fmt: skip
+        links = [f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex")]
+        parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: {', '.join(links)}</p>")
         for fig in [name, *grid.get("figures", [])]:
             png = figures / f"{fig}.png"
             caption = FIGURE_CAPTIONS.get(fig, f"{name}: test error per model, one dot per seed.")
