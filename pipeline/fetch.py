@@ -152,10 +152,12 @@ def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None 
     for dataset in datasets:
         sums = mirror_checksums(mirror, dataset) if mirror else None
         out[dataset] = [fetch_file(dataset, name, Path(raw), mirror, sums) for name in SOURCES[dataset]]
-        verified = {p.name: file_hash(p) for p in out[dataset]}
-        tmp = Path(raw) / dataset / "VERIFIED.json.tmp"
-        tmp.write_text(json.dumps(verified, indent=1))
-        os.replace(tmp, tmp.with_suffix(""))  # the workflow's marker: every file present and verified
+        marker = Path(raw) / dataset / "VERIFIED.json"  # the workflow's marker: every file present and verified
+        verified = json.dumps({p.name: file_hash(p) for p in out[dataset]}, indent=1)
+        if not marker.is_file() or marker.read_text() != verified:
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(verified)
+            os.replace(tmp, marker)
     return out
 
 

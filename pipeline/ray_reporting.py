@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def connect(ray_settings: dict) -> bool:
         return False
     address = ray_settings.get("address") or os.environ.get("RAY_ADDRESS")
     if address:
+        _probe(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # ray raises ConnectionError or RuntimeError depending on how it fails
@@ -30,6 +32,21 @@ def connect(ray_settings: dict) -> bool:
         return False
     ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
     return True
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, naming the address, where ray.init would wait minutes for a GCS."""
+    if address == "auto" or "://" in address:
+        return  # 'auto' finds a local cluster itself; ray:// clients report their own errors
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(
+            f"no Ray cluster answers at ray.address={address!r} ({exc}); start one with `ray start --head`, "
+            "or unset ray.address / RAY_ADDRESS to run on local cores"
+        ) from None
 
 
 class TuneReporter(Reporter):

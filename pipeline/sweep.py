@@ -62,6 +62,7 @@ def _objective(record: dict) -> float:
 
 def _tune_trainable(config: dict) -> None:
     """Ray Tune worker: one trial (search settings applied), reported back to the driver."""
+    import ray
     import torch
     from ray import tune
 
@@ -71,7 +72,8 @@ def _tune_trainable(config: dict) -> None:
     trial = effective_trial(config)
     torch.set_num_threads(max(1, int(ctx["threads"])))
     trial_dir = Path(ctx["out"]) / "trials" / trial["key"]
-    record = read_record(trial_dir) or run_trial(trial, ctx["data"], ctx["out"], ctx["device"], TuneReporter(trial_dir))
+    where = {"ray_node": ray.get_runtime_context().get_node_id()}
+    record = read_record(trial_dir) or run_trial(trial, ctx["data"], ctx["out"], ctx["device"], TuneReporter(trial_dir), where)
     tune.report({"objective": _objective(record), "done_step": record["iterations"]})
 
 
@@ -169,6 +171,8 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, setting
         trials = [grids.rekey(with_overrides(t, **{k: v for k, v in best.items() if k != "objective"})) for t in trials]
         summary["best"] = best
     todo = [t for t in trials if read_record(grid_out / "trials" / t["key"]) is None]
+    for t in todo:  # a damaged checkpoint would fail every retry: say so before any compute
+        check_checkpoint(grid_out / "trials" / t["key"] / "checkpoint.pt")
     print(f"{grid['name']}: {len(trials)} trials, {len(trials) - len(todo)} already done, {len(todo)} to run", file=sys.stderr, flush=True)
     if todo:
         run_inline(todo, ctx, tracker) if executor == "inline" else run_ray(todo, ctx, settings, tracker, grid["name"])
@@ -197,6 +201,17 @@ def _search(grid: dict, trials: list[dict], ctx: dict, settings: dict, executor:
         best = run_ray([first], ctx, settings, tracker, f"{grid['name']}-search", {**search, "space": tune_space(search["space"])})
     write_json(Path(ctx["out"]) / "best.json", {"model": first["model"], "split": "validation", **best})
     return best
+
+
+def check_checkpoint(path: Path) -> None:
+    """ValueError naming a checkpoint that exists but cannot be read."""
+    if path.is_file():
+        import torch
+
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to retrain that trial afresh") from None
 
 
 def _commit() -> str:

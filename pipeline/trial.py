@@ -76,8 +76,13 @@ def train_config(trial: dict) -> TrainConfig:
     )
 
 
-def run_trial(trial: dict, data_root: str | Path, out: str | Path, device: str = "cpu", reporter: Reporter | None = None) -> dict:
-    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint."""
+def run_trial(
+    trial: dict, data_root: str | Path, out: str | Path, device: str = "cpu", reporter: Reporter | None = None, where: dict | None = None
+) -> dict:
+    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint.
+
+    ``where`` (e.g. the Ray node) is recorded with the provenance.
+    """
     start = time.perf_counter()
     trial_dir = Path(out) / "trials" / trial["key"]
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +118,7 @@ def run_trial(trial: dict, data_root: str | Path, out: str | Path, device: str =
         "seconds": round(time.perf_counter() - start, 2),
         "resumed_from_step": resumed_from,
         "members": members,
+        "where": where or {},
         "provenance": {
             "git_commit": provenance.git_commit(),
             **provenance.versions(),

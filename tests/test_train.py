@@ -25,13 +25,19 @@ def trainer(ds, name="IC-STN-2(b)", seeds=(0,), sigmas=None, experiment="mnist",
 
 @pytest.mark.parametrize("name", ["IC-STN-2(b)", "c-STN-2(a)", "STN(b)", "CNN(b)"])
 def test_batched_equals_single(mnist, name):
-    together = trainer(mnist, name, seeds=(0, 1), sigmas=(3.5, 2.0))
+    # the paper's learning rates: at 10x, c-STN-2(a) turns chaotic within 5 steps and float32
+    # rounding alone (grouped vs single convolutions) then grows to 1e-2
+    paper_rates = dict(iterations=10, lr_classifier=0.01, lr_geometric=1e-4)
+    together = trainer(mnist, name, seeds=(0, 1), sigmas=(3.5, 2.0), **paper_rates)
     together.fit()
     for k, (seed, sigma) in enumerate([(0, 3.5), (1, 2.0)]):
-        alone = trainer(mnist, name, seeds=(seed,), sigmas=(sigma,))
+        alone = trainer(mnist, name, seeds=(seed,), sigmas=(sigma,), **paper_rates)
+        init = [p.detach().clone() for p in trainer(mnist, name, seeds=(seed,), sigmas=(sigma,)).model.parameters()]
         alone.fit()
+        moved = max((b - i).abs().max().item() for b, i in zip(alone.model.parameters(), init))
+        assert moved > 1e-4  # training changed the weights, so equality below means something
         for a, b in zip(together.model.parameters(), alone.model.parameters()):
-            assert torch.allclose(a[k], b[0], atol=1e-5), name
+            assert torch.allclose(a[k], b[0], rtol=1e-5, atol=1e-6), name
         assert together.losses[-1][1][k] == pytest.approx(alone.losses[-1][1][0], abs=1e-5)
 
 

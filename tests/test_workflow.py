@@ -43,27 +43,33 @@ ABLATION = {
 }
 
 
-@pytest.fixture(scope="module")
-def workflow_run(tmp_path_factory, mirror):
-    work = tmp_path_factory.mktemp("workflow")
-    shutil.copytree(REPO / "workflow", work / "workflow")
-    (work / "config" / "grids").mkdir(parents=True)
-    shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
-    shutil.copy(REPO / "config" / "paper_results.csv", work / "config" / "paper_results.csv")
-    for name, cut in CUTS.items():
-        grid = yaml.safe_load((REPO / "config" / "grids" / f"{name}.yaml").read_text())
-        (work / "config" / "grids" / f"{name}.yaml").write_text(yaml.safe_dump({**grid, **cut}))
-    (work / "config" / "grids" / "noise_family.yaml").write_text(yaml.safe_dump(ABLATION))
-    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    env = {
+def workflow_env(work, mirror):
+    return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(REPO),
         "ICSTN_DATA_MIRROR": str(mirror),
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
     }
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", "--snakefile", "workflow/Snakefile"]
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", "--snakefile", "workflow/Snakefile"]
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory, mirror):
+    work = tmp_path_factory.mktemp("workflow")
+    shutil.copytree(REPO / "workflow", work / "workflow")
+    (work / "config" / "grids").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
+    shutil.copy(REPO / "environment.yml", work / "environment.yml")  # the rules name it for --use-conda
+    shutil.copy(REPO / "config" / "paper_results.csv", work / "config" / "paper_results.csv")
+    for name, cut in CUTS.items():
+        grid = yaml.safe_load((REPO / "config" / "grids" / f"{name}.yaml").read_text())
+        (work / "config" / "grids" / f"{name}.yaml").write_text(yaml.safe_dump({**grid, **cut}))
+    (work / "config" / "grids" / "noise_family.yaml").write_text(yaml.safe_dump(ABLATION))
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    proc = subprocess.run(SNAKEMAKE, cwd=work, env=workflow_env(work, mirror), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work, proc
 
@@ -113,11 +119,7 @@ def test_six_figures_and_index(workflow_run):
     assert page.count("<table") == 5  # provenance + four grids
 
 
-def test_rerun_does_nothing(workflow_run):
+def test_rerun_does_nothing(workflow_run, mirror):
     work, _ = workflow_run
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", "--snakefile", "workflow/Snakefile", "-n"],
-        cwd=work, env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    out = subprocess.run([*SNAKEMAKE, "-n"], cwd=work, env=workflow_env(work, mirror), capture_output=True, text=True, check=True)
     assert "Nothing to be done" in out.stdout + out.stderr

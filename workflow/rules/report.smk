@@ -65,6 +65,10 @@ rule report:
         tables=expand(f"{REPORTS}/tables/{{grid}}.md", grid=GRIDS),
         figures=expand(f"{REPORTS}/figures/{{name}}.png", name=[*GRIDS, *FIGURE_GRID]),
         paper=config["paper_results"],
+        data=expand(
+            f"{PROCESSED}/{{exp}}/manifest.json",
+            exp=sorted({g["experiment"] for g in GRIDS.values()}),
+        ),
     output:
         report(
             f"{REPORTS}/index.html", category="Report", caption="../report/index.rst"

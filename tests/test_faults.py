@@ -1,0 +1,138 @@
+"""Faults made to happen for real: a killed trial worker, bad addresses, damaged files.
+
+Each bad input must fail before any compute, naming what is wrong, and leave nothing behind.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import mlflow
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from pipeline import sweep
+from tests.conftest import REPO
+
+GRID = {
+    "experiment": "mnist",
+    "models": ["IC-STN-2(b)"],
+    "seeds": [0, 1],
+    "iterations": 300,
+    "batch_size": 50,
+    "lr_geometric": 0.001,
+    "lr_classifier": 0.1,
+    "eval_every": 50,
+    "test_samples": 100,
+}
+
+
+def write_grid(folder, name="faulty", **changes):
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**GRID, **changes}))
+    return path
+
+
+def run_cli(args, env=None, **kw):
+    cmd = [sys.executable, "-m", "pipeline.sweep", *map(str, args)]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path, data_root):
+    out = run_cli(
+        ["--grid", write_grid(tmp_path), "--out", tmp_path / "r", "--data", data_root / "processed"],
+        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_ray_address_pointing_at_nothing(tmp_path, data_root):
+    settings = json.dumps({"ray": {"address": "127.0.0.1:9"}})
+    start = time.monotonic()
+    out = run_cli(
+        [
+            "--grid",
+            write_grid(tmp_path),
+            "--out",
+            tmp_path / "r",
+            "--data",
+            data_root / "processed",
+            "--settings",
+            settings,
+            "--no-tracking",
+        ],
+        timeout=120,
+    )
+    print(f"failed after {time.monotonic() - start:.1f} s")  # reported, not asserted
+    assert out.returncode == 2
+    assert "no Ray cluster answers at ray.address='127.0.0.1:9'" in out.stderr
+    assert not list((tmp_path / "r").glob("*/trials/*/record.json"))
+
+
+def test_missing_prepared_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="prepared dataset 'mnist' not found.*pipeline.prepare mnist"):
+        sweep.sweep(write_grid(tmp_path), tmp_path / "r", tmp_path / "no-data", {}, "inline", track=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_checkpoint_on_resume(tmp_path, data_root):
+    from pipeline import grids
+
+    grid = write_grid(tmp_path)
+    key = grids.expand(grids.load_grid(grid))[0]["key"]
+    bad = tmp_path / "r" / "faulty" / "trials" / key / "checkpoint.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(ValueError, match=f"checkpoint {bad} is unreadable.*delete it"):
+        sweep.sweep(grid, tmp_path / "r", data_root / "processed", {}, "inline", track=False)
+    assert not (bad.parent / "record.json").exists()
+    assert bad.read_bytes().startswith(b"PK")  # the user's file is left for them to inspect
+
+
+def _trial_workers():
+    found = []
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+        if "_tune_trainable" in text or "ImplicitFunc" in text:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, data_root):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grid = write_grid(tmp_path, "killed", models=["IC-STN-2(b)", "STN(b)"])
+    cmd = [sys.executable, "-m", "pipeline.sweep", "--grid", str(grid), "--out", str(tmp_path / "r"),
+           "--data", str(data_root / "processed"), "--settings", json.dumps({"ray": {"num_cpus": 2}})]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    trials = tmp_path / "r" / "killed" / "trials"
+    killed = []
+    deadline = time.monotonic() + 240
+    while not killed and time.monotonic() < deadline and proc.poll() is None:
+        workers = _trial_workers()
+        # both running trials have checkpointed: SIGKILL their workers, mid-training
+        if len(workers) == 2 and len(list(trials.glob("*/checkpoint.pt"))) == 2:
+            for w in workers:
+                w.kill()
+            killed = workers
+        time.sleep(0.1)
+    output = proc.communicate(timeout=300)[0].decode()
+    assert killed, "no trial workers were found to kill"
+    assert proc.returncode == 0, output[-3000:]
+    records = [json.loads(p.read_text()) for p in trials.glob("*/record.json")]
+    assert len(records) == 2
+    assert all((r["resumed_from_step"] or 0) >= 50 for r in records), "retried trials resume from their checkpoints"
+    client = mlflow.tracking.MlflowClient(uri)
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id]) if "icstn.run_key" in r.data.tags]
+    assert sorted(r.data.tags["icstn.run_key"] for r in runs) == sorted({r.data.tags["icstn.run_key"] for r in runs})
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    df = pd.read_parquet(tmp_path / "r" / "killed.parquet")
+    assert len(df) == 2 * 2 * 2 and (df.groupby(["model", "seed"]).size() == 2).all()  # test error and loss each
+    print(f"killed {[w.pid for w in killed]}; resumed from {[r['resumed_from_step'] for r in records]}; runs 4 expected, {len(runs)} found")
