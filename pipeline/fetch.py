@@ -56,17 +56,18 @@ def check_datasets(names: list[str]) -> None:
         raise ValueError(f"unknown dataset {bad[0]!r}; allowed: {list(DATASETS)}")
 
 
-def file_hash(path: Path, alg: str = "sha256") -> str:
-    h = hashlib.new(alg)
+def file_hashes(path: Path, algs: set[str]) -> dict[str, str]:
+    """Several digests of a file in one read: alg -> hex."""
+    hashes = {alg: hashlib.new(alg) for alg in algs}
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+            for h in hashes.values():
+                h.update(block)
+    return {alg: h.hexdigest() for alg, h in hashes.items()}
 
 
-def _matches(path: Path, known: str) -> bool:
-    alg, hexdigest = known.split(":")
-    return file_hash(path, alg) == hexdigest
+def file_hash(path: Path, alg: str = "sha256") -> str:
+    return file_hashes(path, {alg})[alg]
 
 
 def _is_url(location: str) -> bool:
@@ -107,13 +108,15 @@ def _retrieve(location: str, known: str, dest: Path) -> None:
     pooch.retrieve(location, known_hash=known, fname=dest.name, path=dest.parent, downloader=downloader, progressbar=progress)
 
 
-def fetch_file(dataset: str, name: str, raw: Path, mirror: str | None, sums: dict[str, str] | None) -> Path:
-    """Make ``raw/<dataset>/<name>`` a verified copy; returns its path."""
+def fetch_file(dataset: str, name: str, raw: Path, mirror: str | None, sums: dict[str, str] | None) -> tuple[Path, str]:
+    """Make ``raw/<dataset>/<name>`` a verified copy; returns its path and SHA-256."""
     dest = raw / dataset / name
     base, official = SOURCES[dataset][name]
     accepted = [official] + ([sums[name]] if sums and name in sums else [])
-    if dest.is_file() and any(_matches(dest, known) for known in accepted):
-        return dest
+    if dest.is_file():
+        digests = file_hashes(dest, {k.split(":")[0] for k in accepted} | {"sha256"})
+        if any(digests[k.split(":")[0]] == k.split(":")[1] for k in accepted):
+            return dest, digests["sha256"]
     tried = []
     attempts = [(base + name, official)]
     if mirror:
@@ -125,7 +128,7 @@ def fetch_file(dataset: str, name: str, raw: Path, mirror: str | None, sums: dic
             _retrieve(location, known, dest)
             record_origin(dest, location)
             print(f"fetched {dataset}/{name} from {location}", file=sys.stderr)
-            return dest
+            return dest, file_hash(dest)
         except Exception as exc:  # the next source may work; report all at the end
             tried.append(f"  {location}: {_describe(exc, location, known)}")
     advice = "" if mirror else "\nNo mirror is set: point ICSTN_DATA_MIRROR (or config data.mirror) at a copy of the files."
@@ -140,8 +143,8 @@ def _describe(exc: Exception, location: str, known: str) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None = None) -> dict[str, list[Path]]:
-    """Fetch and verify every file of ``datasets``; returns dataset -> paths."""
+def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None = None) -> dict[str, dict[str, str]]:
+    """Fetch and verify every file of ``datasets``; returns dataset -> {file: SHA-256}."""
     check_datasets(datasets)
     mirror = mirror or os.environ.get("ICSTN_DATA_MIRROR") or None
     if mirror and not _is_url(mirror):
@@ -151,9 +154,9 @@ def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None 
     out = {}
     for dataset in datasets:
         sums = mirror_checksums(mirror, dataset) if mirror else None
-        out[dataset] = [fetch_file(dataset, name, Path(raw), mirror, sums) for name in SOURCES[dataset]]
+        out[dataset] = {name: fetch_file(dataset, name, Path(raw), mirror, sums)[1] for name in SOURCES[dataset]}
         marker = Path(raw) / dataset / "VERIFIED.json"  # the workflow's marker: every file present and verified
-        verified = json.dumps({p.name: file_hash(p) for p in out[dataset]}, indent=1)
+        verified = json.dumps(out[dataset], indent=1)
         if not marker.is_file() or marker.read_text() != verified:
             tmp = marker.with_suffix(".tmp")
             tmp.write_text(verified)
@@ -178,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", default=None, help="mirror directory or URL prefix (default: $ICSTN_DATA_MIRROR)")
     args = parser.parse_args(argv)
     try:
-        for dataset, paths in fetch(args.datasets, args.raw, args.mirror).items():
-            print(f"{dataset}: {len(paths)} files verified in {Path(args.raw) / dataset}")
+        for dataset, files in fetch(args.datasets, args.raw, args.mirror).items():
+            print(f"{dataset}: {len(files)} files verified in {Path(args.raw) / dataset}")
     except (FetchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

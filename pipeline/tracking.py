@@ -70,6 +70,8 @@ class Tracker:
         try:
             exp = self.client.get_experiment_by_name(grid["name"])
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(grid["name"])
+            # the MLflow UI then opens on the runs table, not its GenAI pages
+            self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         except Exception as exc:
             raise TrackingError(f"cannot use the MLflow store {self.uri}: {exc}") from exc
         found = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_KEY}` = '{sweep_key}'", max_results=1)
