@@ -55,7 +55,10 @@ def arrays(results_path: Path, df: pd.DataFrame, model: str, seed: int | None = 
 
 
 def _image_panel(ax, images: np.ndarray, title: str, row_labels: list[str] | None = None) -> None:
-    """images (R, Q, C, H, W) as one mosaic."""
+    """images (R, Q, C, H, W) as one mosaic; a row of a diverged model (NaN) is labelled so."""
+    if row_labels:
+        row_labels = [f"{label} (diverged: NaN)" if np.isnan(row).any() else label for label, row in zip(row_labels, images)]
+    images = np.nan_to_num(images)
     ax.imshow(tile(images).squeeze(-1) if images.shape[2] == 1 else tile(images), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
