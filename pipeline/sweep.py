@@ -86,10 +86,11 @@ def run_ray(trials: list[dict], ctx: dict, settings: dict, tracker, name: str, s
     """Fan the trials out on Ray Tune (local cores, a GPU, or a cluster at ``ray.address``)."""
     import ray
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from pipeline.ray_reporting import TrackingCallback, connect
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is the record; no TensorBoard files
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are named below
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     trainable = tune.with_resources(_tune_trainable, res)
@@ -108,7 +109,8 @@ def run_ray(trials: list[dict], ctx: dict, settings: dict, tracker, name: str, s
         name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=str(Path(ctx["out"]).resolve() / "ray"),
         failure_config=tune.FailureConfig(max_failures=settings["ray"]["max_failures"]),
-        callbacks=[TrackingCallback(tracker, ctx["out"])] if tracker is not None else [],
+        # Tune's JSON and CSV records, without its TensorBoard files (MLflow is the record)
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()] + ([TrackingCallback(tracker, ctx["out"])] if tracker is not None else []),
         verbose=1,
     )
     try:
