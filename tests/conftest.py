@@ -12,7 +12,7 @@ PAPER = REPO.parent / "shared" / "paper"
 
 
 def mirror_path() -> Path:
-    path = Path(os.environ.get("ICSTN_DATA_MIRROR", REPO.parent / "shared" / "datasets")).resolve()
+    path = Path(os.environ.get("ICSTN_DATA_MIRROR") or REPO.parent / "shared" / "datasets").resolve()
     if not (path / "mnist" / "SHA256SUMS").is_file():
         pytest.fail(f"no dataset mirror at {path}: set ICSTN_DATA_MIRROR to the mirror directory")
     return path
