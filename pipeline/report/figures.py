@@ -27,7 +27,9 @@ from pipeline.report.plots import tile  # noqa: E402
 
 
 def _save(fig, out: Path, name: str, note: str) -> list[Path]:
-    fig.text(0.01, 1.0, note, fontsize=7, color="0.35", ha="left", va="bottom")  # above the panels, clear of tick labels
+    # the provenance line sits just above the first panel's title, wherever the layout puts it
+    fig.axes[0].annotate(note, xy=(0, 1), xycoords="axes fraction", xytext=(0, 20), textcoords="offset points",
+                         fontsize=7, color="0.35", ha="left", va="bottom", annotation_clip=False)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for path in paths:
