@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from icstn.data import read_manifest
 from pipeline import grids, results, tracking
+from pipeline.provenance import git_commit
 from pipeline.trial import Reporter, read_record, run_trial, with_overrides, write_json
 
 DEFAULTS = {
@@ -154,17 +156,14 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, setting
     settings = merge(DEFAULTS, settings)
     grid = grids.load_grid(grid_path, settings["budget"])
     data_root = Path(data_root).resolve()
-    for name in [grid["experiment"]]:  # fail before any compute if the data is not prepared
-        from icstn.data import read_manifest
-
-        read_manifest(data_root, name)
+    read_manifest(data_root, grid["experiment"])  # fail before any compute if the data is not prepared
     grid_out = Path(out).resolve() / grid["name"]
     ctx = {"data": str(data_root), "out": str(grid_out), "device": settings["device"]}
     trials = grids.expand(grid, settings["pack"])
     sweep_key = grids.digest([t["key"] for t in trials])
     tracker = None
     if track and settings["tracking"]["enabled"]:
-        tags = {"profile": settings["profile"], "git_commit": _commit(), "executor": executor}
+        tags = {"profile": settings["profile"], "git_commit": git_commit(), "executor": executor}
         tracker = tracking.Tracker(grid, sweep_key, tags, settings["tracking"]["uri"])
     start = time.perf_counter()
     summary = {"profile": settings["profile"], "executor": executor}
@@ -214,12 +213,6 @@ def check_checkpoint(path: Path) -> None:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to retrain that trial afresh") from None
-
-
-def _commit() -> str:
-    from pipeline.provenance import git_commit
-
-    return git_commit()
 
 
 def main(argv: list[str] | None = None) -> int:

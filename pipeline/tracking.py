@@ -86,10 +86,6 @@ class Tracker:
         self.runs: dict[str, list[str]] = {}  # trial key -> run id per member
         self.last_step: dict[str, int] = {}
 
-    def finished_keys(self) -> set[str]:
-        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
-        return {r.data.tags[RUN_KEY] for r in runs if RUN_KEY in r.data.tags}
-
     def _find(self, key: str):
         found = self.client.search_runs([self.experiment_id], f"tags.`{RUN_KEY}` = '{key}'", max_results=5)
         return found[0] if found else None
