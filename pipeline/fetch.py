@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pooch
 
+from pipeline.files import write_json, write_text
+
 TIMEOUT_S = 15  # per request; offline, the official source fails at once (no DNS)
 
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -158,9 +160,7 @@ def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None 
         marker = Path(raw) / dataset / "VERIFIED.json"  # the workflow's marker: every file present and verified
         verified = json.dumps(out[dataset], indent=1)
         if not marker.is_file() or marker.read_text() != verified:
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(verified)
-            os.replace(tmp, marker)
+            write_text(marker, verified)
     return out
 
 
@@ -169,9 +169,7 @@ def record_origin(dest: Path, location: str) -> None:
     path = dest.parent / "ORIGINS.json"
     origins = json.loads(path.read_text()) if path.is_file() else {}
     origins[dest.name] = location
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(origins, indent=1))
-    os.replace(tmp, path)
+    write_json(path, origins)
 
 
 def main(argv: list[str] | None = None) -> int:

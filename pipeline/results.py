@@ -6,12 +6,12 @@ columns beside. Reports and figures read these files only.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from icstn import models
+from pipeline.files import atomic
 from pipeline.trial import read_record
 
 COLUMNS = [
@@ -75,12 +75,9 @@ def collect(trial_root: str | Path, keys: list[str], profile: str) -> pd.DataFra
 
 def write(df: pd.DataFrame, path: str | Path) -> Path:
     """Write atomically, so that a reader never sees half a table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    with atomic(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return Path(path)
 
 
 def read(path: str | Path) -> pd.DataFrame:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from icstn.data import read_manifest
 from pipeline import grids, results, tracking
+from pipeline.files import write_json
 from pipeline.provenance import git_commit
-from pipeline.trial import Reporter, read_record, run_trial, with_overrides, write_json
+from pipeline.trial import Reporter, read_record, run_trial, with_overrides
 
 DEFAULTS = {
     "profile": "paper",

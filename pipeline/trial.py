@@ -10,7 +10,6 @@ hides the difference (where intermediate metrics and checkpoints go). A trial's 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from icstn import data, models
 from icstn.train import Callback, TrainConfig, Trainer
 from pipeline import provenance
+from pipeline.files import atomic, write_json
 
 ALIGNMENT_SAMPLES = 8
 
@@ -48,7 +48,7 @@ class _Report(Callback):
         self.reporter.report(step, [{"train_loss": v} for v in losses])
 
     def on_eval(self, trainer, step, results):
-        self.reporter.report(step, [{k: v for k, v in r.items()} for r in results])
+        self.reporter.report(step, results)
 
     def on_checkpoint(self, trainer, step):
         path = trainer.save(self.trial_dir / "checkpoint.pt")
@@ -135,9 +135,8 @@ def _save_arrays(trainer: Trainer, model_cfg: models.ModelConfig, trial_dir: Pat
     if model_cfg.classifier is not None:
         mean, var = trainer.class_moments()  # (K, classes, C, S, S)
         arrays |= {"mean": mean.numpy(), "var": var.numpy()}
-    tmp = trial_dir / "arrays.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, trial_dir / "arrays.npz")
+    with atomic(trial_dir / "arrays.npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
     return arrays
 
 
@@ -152,12 +151,6 @@ def _save_member(trainer: Trainer, k: int, arrays: dict, folder: Path) -> None:
     torch.save(weights, folder / "model.pt")
     np.savez_compressed(folder / "arrays.npz", **{name: a[k] for name, a in arrays.items()})
     save_image_grid(folder / "alignment.png", arrays["alignment"][k])
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def read_record(trial_dir: Path) -> dict | None:

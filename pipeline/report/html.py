@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import grids, results
+from pipeline.files import write_text
 from pipeline.report import tables
 
 CAVEATS = {
@@ -103,11 +104,7 @@ def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: P
                  "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "
                  "box corners under the predicted warp and under the ground truth; the paper does not state its unit.</li>"
                  "<li>Browse every run, curve and artifact with <code>mlflow ui</code>.</li></ul></body></html>")  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, out)
-    return out
+    return write_text(out, "\n".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:
