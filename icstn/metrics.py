@@ -24,7 +24,7 @@ def corner_error_px(p: torch.Tensor, warp: str, size: int) -> torch.Tensor:
     Returns:
         (K, B) errors in pixels.
     """
-    corners = torch.tensor(warps.CANONICAL_CORNERS, dtype=p.dtype, device=p.device)
+    corners = warps.canonical_corners(p.dtype, p.device)
     moved = warps.transform_points(warps.vec2mat(p.flatten(0, 1), warp), corners)  # (K*B, 4, 2)
     dist = (moved - corners).norm(dim=-1).mean(-1) * (size - 1) / 2
     return dist.view(p.shape[:2])

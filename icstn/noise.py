@@ -37,7 +37,7 @@ def corners_to_params(displacement: torch.Tensor, warp: str) -> torch.Tensor:
     Returns:
         (B, D) parameters p with M(p) @ corner ~= corner + displacement.
     """
-    corners = torch.tensor(warps.CANONICAL_CORNERS, dtype=displacement.dtype, device=displacement.device)
+    corners = warps.canonical_corners(displacement.dtype, displacement.device)
     return warps.fit(corners, corners + displacement, warp)
 
 

@@ -14,6 +14,8 @@ Convention (whole module):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +23,13 @@ WARP_DOF = {"translation": 2, "similarity": 4, "affine": 6, "homography": 8}
 
 #: Box corners in canonical coordinates, clockwise from top-left. (4, 2)
 CANONICAL_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
+
+
+@functools.cache
+def canonical_corners(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """CANONICAL_CORNERS as a (4, 2) tensor, made once per dtype and device (the noise model
+    needs it every training step; a fresh host-to-device copy each time would stall a GPU)."""
+    return torch.tensor(CANONICAL_CORNERS, dtype=dtype, device=device)
 
 
 def check_warp(warp: str) -> int:

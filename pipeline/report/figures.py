@@ -78,7 +78,7 @@ def fig6(df, results_path, data_root, out):
     h, w = image.shape[-2:]
     g = torch.Generator().manual_seed(0)
     p = noise.perturb(8, 7.5, 50, "affine", g)
-    corners = torch.tensor(warps.CANONICAL_CORNERS)
+    corners = warps.canonical_corners()
     boxes = warps.transform_points(ds.ref.unsqueeze(0) @ warps.vec2mat(p, "affine"), corners)  # (8, 4, 2) canonical
     gt = warps.transform_points(ds.ref.unsqueeze(0), corners)[0]
     to_px = torch.tensor([(w - 1) / 2, (h - 1) / 2])
