@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from icstn import warps
@@ -100,6 +99,8 @@ def read_manifest(root: str | Path, name: str) -> dict:
 
 def load(root: str | Path, name: str) -> Dataset:
     """Load prepared dataset ``name`` ('mnist', 'gtsrb' or 'planar') from ``root``."""
+    import numpy as np  # here only: the rest of icstn needs nothing but torch
+
     manifest = read_manifest(root, name)
     folder = Path(root) / name
     arrays = {}
@@ -114,3 +115,27 @@ def load(root: str | Path, name: str) -> Dataset:
         h, w = arrays["train_images"].shape[-2:]
         ref = warps.box_matrix(*manifest["box"], size=(h, w))
     return Dataset(name, **arrays, ref=ref, normalize=manifest.get("normalize", "unit"), manifest=manifest)
+
+
+#: (C, H, W, classes, normalize, box) of each prepared dataset, for synthetic stand-ins.
+SHAPES = {
+    "mnist": (1, 28, 28, 10, "unit", None),
+    "gtsrb": (3, 50, 50, 43, "standardize", (7, 7, 43, 43)),
+    "planar": (1, 180, 240, 0, "standardize", (90, 25, 150, 85)),
+}
+
+
+def synthetic(experiment: str, n: int = 2000, seed: int = 0) -> Dataset:
+    """Random uint8 images and labels shaped like prepared dataset ``experiment``.
+
+    For benchmarks and device checks: a step's cost does not depend on the pixels, and nothing
+    needs fetching. The planar experiment keeps its single image.
+    """
+    c, h, w, classes, normalize, box = SHAPES[experiment]
+    n = 1 if experiment == "planar" else n
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, max(classes, 1), (n,), generator=g)
+    ref = warps.box_matrix(*box, size=(h, w)) if box else None
+    test = slice(0, min(n, 200))
+    return Dataset(experiment, images, labels, images[test], labels[test], ref, normalize, {"num_classes": classes, "synthetic": True})

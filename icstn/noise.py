@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from icstn import warps
+from icstn import rng, warps
 
 
 def px_to_canonical(sigma_px: float | torch.Tensor, size: int) -> float | torch.Tensor:
@@ -19,26 +19,25 @@ def px_to_canonical(sigma_px: float | torch.Tensor, size: int) -> float | torch.
     return sigma_px * 2 / (size - 1)
 
 
-def unit_noise(n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Standard-normal corner displacements, translation included. (n, 4, 2)
+def unit_noise(seeds: torch.Tensor, step, n: int, salt: int) -> torch.Tensor:
+    """Standard-normal corner displacements, translation included: (K, n, 4, 2).
 
-    Drawn on ``device`` from ``generator`` (which must live on that device): 4 corner offsets
-    plus one shared translation per sample. Scale by sigma to get displacements.
+    Model k's draw comes from ``icstn.rng`` (seeds[k], step, salt): 4 corner offsets plus one
+    translation shared by the four corners, per sample. Scale by sigma to get displacements.
     """
-    z = torch.randn(n, 5, 2, generator=generator, device=device)  # (n, 5, 2)
-    return z[:, :4] + z[:, 4:]
+    z = rng.normal(seeds, step, (n, 5, 2), salt)  # (K, n, 5, 2)
+    return z[:, :, :4] + z[:, :, 4:]
 
 
 def corners_to_params(displacement: torch.Tensor, warp: str) -> torch.Tensor:
-    """Fit warp parameters to displaced canonical box corners.
+    """Fit warp parameters to displaced canonical box corners (no solver: see ``warps.fit_corners``).
 
     Args:
         displacement: (B, 4, 2) corner offsets in canonical units.
     Returns:
         (B, D) parameters p with M(p) @ corner ~= corner + displacement.
     """
-    corners = warps.canonical_corners(displacement.dtype, displacement.device)
-    return warps.fit(corners, corners + displacement, warp)
+    return warps.fit_corners(warps.canonical_corners(displacement.dtype, displacement.device) + displacement, warp)
 
 
 def check_sigma(sigma_px) -> None:
@@ -48,14 +47,7 @@ def check_sigma(sigma_px) -> None:
         raise ValueError(f"noise sigma must be >= 0 pixels, got {bad[0]}")
 
 
-def perturb(
-    n: int,
-    sigma_px: float,
-    size: int,
-    warp: str,
-    generator: torch.Generator,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
+def perturb(n: int, sigma_px: float, size: int, warp: str, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Draw n perturbation warps of the paper's noise model.
 
     Args:
@@ -63,11 +55,11 @@ def perturb(
         sigma_px: noise standard deviation in pixels of the output sample (>= 0).
         size: side of the output sample in pixels.
         warp: warp family to fit.
-        generator: seeded generator on ``device``.
+        seed: the draw's seed (``icstn.rng``: the same warps on every device).
     Returns:
         (n, D) warp parameters, on ``device``.
     """
     check_sigma(sigma_px)
     warps.check_warp(warp)
-    sigma = px_to_canonical(sigma_px, size)
-    return corners_to_params(sigma * unit_noise(n, generator, device), warp)
+    z = unit_noise(torch.tensor([seed], device=device), 0, n, rng.TEST)[0]  # (n, 4, 2)
+    return corners_to_params(px_to_canonical(sigma_px, size) * z, warp)

@@ -4,6 +4,12 @@ Model k draws its weights, its batches and its perturbations from its own seed, 
 is the sum of the per-model losses, so each model trains exactly as it would alone: K is a
 matter of speed, not of results.
 
+The fast path (the default) is that plus, on CUDA: the data resident on the device, TF32, and
+the whole step (batch and noise sampling, forward, backward, SGD update) captured once in a CUDA
+graph and replayed, so that a step costs one launch instead of hundreds. Batches and noise come
+from ``icstn.rng`` (a function of seed and step), which makes that possible and makes every
+device draw the same numbers. ``TrainConfig(cuda_graph=False, tf32=False)`` is the plain path.
+
     trainer = Trainer(get_config("mnist", "IC-STN-4(a)"), TrainConfig(iterations=1000), data,
                       seeds=[0, 1], sigmas=[3.5, 3.5])
     trainer.fit()
@@ -12,6 +18,7 @@ matter of speed, not of results.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from icstn import metrics, noise, warps
+from icstn import metrics, noise, rng, warps
 from icstn.data import Dataset
 from icstn.models import AlignNet, ModelConfig
 
@@ -37,6 +44,12 @@ class TrainConfig:
     eval_seed: int = 0  # the fixed test perturbation
     eval_batch: int = 500
     planar_test_samples: int = 1000  # test perturbations of the single planar image
+    cuda_graph: bool = True  # CUDA only: capture the whole step once, replay it
+    tf32: bool = True  # CUDA only: TF32 matmuls and convolutions
+
+
+#: Eager steps before a CUDA graph is captured (cuDNN autotuning and lazy initialisation).
+GRAPH_WARMUP = 3
 
 
 class Callback:
@@ -80,11 +93,14 @@ class Trainer:
                 {"params": groups["classifier"], "lr": cfg.lr_classifier},
             ]
         )
-        self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in self.seeds]
+        self._seed_t = torch.tensor(self.seeds, dtype=torch.long, device=self.device)  # (K,)
+        self._step_t = torch.zeros((), dtype=torch.long, device=self.device)  # the graph advances it
         self.sigma_units = torch.tensor([noise.px_to_canonical(s, model_cfg.size) for s in sigmas], device=self.device)  # (K,)
         self.step = 0
         self.losses: list[tuple[int, list[float]]] = []  # the training-loss curve
         self._test = None
+        self.graphed = self.device.type == "cuda" and cfg.cuda_graph
+        self._graph, self._graph_losses, self._warm = None, None, 0
 
     @property
     def k(self) -> int:
@@ -104,16 +120,16 @@ class Trainer:
         return p.view(*z.shape[:2], -1)
 
     def _source(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Float source images for indices idx (K, B) -> (K, B, C, H, W); one image: a view."""
-        if len(images) == 1:
-            return self.data.images(images[0]).expand(*idx.shape, *images.shape[1:])
+        """Float source images for indices idx (K, B) -> (K, B, C, H, W); one image: (1, 1, C, H, W)."""
+        if len(images) == 1:  # the planar image: every sample warps the same source
+            return self.data.images(images[:1]).unsqueeze(0)
         return self.data.images(images[idx])
 
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One training batch per model: source (K, B, C, H, W), labels (K, B), p (K, B, D)."""
+        """The current step's batch of every model: source (K, B, C, H, W), labels (K, B), p (K, B, D)."""
         n, b = len(self.data.train_labels), self.cfg.batch_size
-        idx = torch.stack([torch.randint(n, (b,), generator=g, device=self.device) for g in self.generators])
-        z = torch.stack([noise.unit_noise(b, g, self.device) for g in self.generators])  # (K, B, 4, 2)
+        idx = rng.randint(n, self._seed_t, self._step_t, (b,), rng.BATCH)  # (K, B), with replacement
+        z = noise.unit_noise(self._seed_t, self._step_t, b, rng.NOISE)  # (K, B, 4, 2)
         return self._source(self.data.train_images, idx), self.data.train_labels[idx], self._perturbations(z)
 
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +139,8 @@ class Trainer:
         """
         if self._test is None:
             n = self.cfg.planar_test_samples if self.planar else len(self.data.test_labels)
-            g = torch.Generator(self.device).manual_seed(self.cfg.eval_seed)
-            z = noise.unit_noise(n, g, self.device).expand(self.k, -1, -1, -1)
+            seed = torch.tensor([self.cfg.eval_seed], device=self.device)
+            z = noise.unit_noise(seed, 0, n, rng.TEST).expand(self.k, -1, -1, -1)  # (K, N, 4, 2)
             idx = torch.zeros(n, dtype=torch.long, device=self.device) if self.planar else torch.arange(n, device=self.device)
             self._test = idx, self._perturbations(z)
         return self._test
@@ -136,16 +152,64 @@ class Trainer:
             return out.p.pow(2).sum(-1).mean(-1)  # the ground truth is the identity, p = 0
         return F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), reduction="none").view(self.k, -1).mean(-1)
 
-    def train_step(self) -> torch.Tensor:
-        """One SGD step of every model; returns the per-model losses (K,)."""
+    def _step(self) -> torch.Tensor:
+        """Sample, forward, backward, update: static shapes and no host sync, so that a CUDA graph
+        can capture it. Gradients must be None before it (zero_grad(set_to_none=True))."""
         source, labels, p = self.sample_batch()
-        out = self.model(source, p, self.data.ref)
-        losses = self.loss(out, labels)
-        self.opt.zero_grad(set_to_none=True)
+        losses = self.loss(self.model(source, p, self.data.ref), labels)
         losses.sum().backward()  # models share no weights: each gets its own gradient
         self.opt.step()
-        self.step += 1
+        self._step_t += 1
         return losses.detach()
+
+    def train_step(self) -> torch.Tensor:
+        """One SGD step of every model; returns the per-model losses (K,).
+
+        With a CUDA graph, the first GRAPH_WARMUP steps run eagerly on a side stream, the next
+        one captures the step, and every step replays it. The returned tensor is then the
+        graph's output, overwritten by the next step: copy it to keep it.
+        """
+        if self._graph is None:
+            self._set_precision()  # a replay keeps what its capture had
+        if self.graphed and self._graph is None and self._warm >= GRAPH_WARMUP:
+            self._capture()
+        if self._graph is not None:
+            self._graph.replay()
+            losses = self._graph_losses
+        else:
+            with self._warmup_stream():
+                self.opt.zero_grad(set_to_none=True)
+                losses = self._step()
+            self._warm += 1
+        self.step += 1
+        return losses
+
+    def _set_precision(self) -> None:
+        """This trainer's float32 precision on CUDA (process-wide flags, so set before its steps)."""
+        if self.device.type == "cuda":
+            precision = "tf32" if self.cfg.tf32 else "ieee"
+            torch.backends.cuda.matmul.fp32_precision = precision
+            torch.backends.cudnn.conv.fp32_precision = precision
+            torch.backends.cudnn.benchmark = True  # static shapes: autotune each convolution once
+
+    @contextlib.contextmanager
+    def _warmup_stream(self):
+        """Eager steps before a capture run on a side stream, as CUDA graphs require."""
+        if not self.graphed:
+            yield
+            return
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            yield
+        torch.cuda.current_stream(self.device).wait_stream(side)
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)  # backward in the capture allocates static gradients
+        with torch.cuda.graph(graph):
+            self._graph_losses = self._step()
+        self._graph = graph
 
     def fit(self, progress: bool = False) -> list[dict]:
         """Train to ``cfg.iterations`` (from the current step) and return the final evaluation."""
@@ -241,7 +305,6 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "step": self.step,
-            "rng": [g.get_state() for g in self.generators],
             "seeds": self.seeds,
             "sigmas": self.sigmas,
             "losses": self.losses,
@@ -257,9 +320,9 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        for g, s in zip(self.generators, state["rng"]):
-            g.set_state(s)
         self.step, self.losses = state["step"], [tuple(x) for x in state["losses"]]
+        self._step_t.fill_(self.step)  # the draws are a function of the step: nothing else to restore
+        self._graph, self._warm = None, 0  # capture again, with what was loaded
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically (temporary file, then rename)."""

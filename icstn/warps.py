@@ -166,6 +166,44 @@ def fit(src: torch.Tensor, dst: torch.Tensor, warp: str) -> torch.Tensor:
     return (torch.linalg.pinv(a) @ b.unsqueeze(-1)).squeeze(-1)
 
 
+def fit_corners(dst: torch.Tensor, warp: str) -> torch.Tensor:
+    """``fit(canonical corners, dst, warp)`` without a solver, for the training hot path.
+
+    A homography has a closed form (Heckbert's square-to-quad); the other families are linear
+    in dst, through a pseudo-inverse made once. No factorisation runs per call: no host sync,
+    so a CUDA graph can capture it, and it is exact and differentiable.
+
+    Args:
+        dst: (B, 4, 2) images of CANONICAL_CORNERS.
+    Returns:
+        (B, D) parameters, as ``fit`` gives them.
+    """
+    check_warp(warp)
+    if dst.ndim != 3 or dst.shape[1:] != (4, 2):
+        raise ValueError(f"dst must have shape (B, 4, 2), got {tuple(dst.shape)}")
+    if warp != "homography":
+        disp = dst - canonical_corners(dst.dtype, dst.device)
+        return torch.cat([disp[..., 0], disp[..., 1]], 1) @ _corner_pinv(warp, dst.dtype, dst.device).T
+    # the unit square (0,0), (1,0), (1,1), (0,1) onto the quad (x_i, y_i)
+    (x0, x1, x2, x3), (y0, y1, y2, y3) = dst[..., 0].unbind(1), dst[..., 1].unbind(1)
+    dx1, dx2, dx3 = x1 - x2, x3 - x2, x0 - x1 + x2 - x3
+    dy1, dy2, dy3 = y1 - y2, y3 - y2, y0 - y1 + y2 - y3
+    den = dx1 * dy2 - dx2 * dy1
+    g, h = (dx3 * dy2 - dx2 * dy3) / den, (dx1 * dy3 - dx3 * dy1) / den
+    a, b, d, e = x1 - x0 + g * x1, x3 - x0 + h * x3, y1 - y0 + g * y1, y3 - y0 + h * y3
+    # then the canonical square onto the unit square, u = (x + 1) / 2, v = (y + 1) / 2
+    rows = [a / 2, b / 2, (a + b) / 2 + x0, d / 2, e / 2, (d + e) / 2 + y0, g / 2, h / 2, (g + h) / 2 + 1]
+    return mat2vec(torch.stack(rows, 1).view(-1, 3, 3), warp)
+
+
+@functools.cache
+def _corner_pinv(warp: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(D, 8) least-squares solver of a linear family on the canonical corners, in float64 on CPU once."""
+    corners = canonical_corners(torch.float64).unsqueeze(0)
+    a, _ = _design(corners, corners, warp)
+    return torch.linalg.pinv(a[0]).to(dtype=dtype, device=device)
+
+
 def transform_points(src_from_dst: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     """Apply (B, 3, 3) matrices to (B, n, 2) or (n, 2) points; returns (B, n, 2)."""
     _check_matrix(src_from_dst, "src_from_dst")
@@ -232,11 +270,15 @@ def warp_image(
     src_from_dst = vec2mat(p, warp)
     if ref is not None:
         src_from_dst = ref.to(src_from_dst) @ src_from_dst
-    if image.shape[0] == 1 and p.shape[0] != 1:
-        image = image.expand(p.shape[0], -1, -1, -1)
-    elif image.shape[0] != p.shape[0]:
+    if image.shape[0] not in (1, p.shape[0]):
         raise ValueError(f"image batch {image.shape[0]} does not match parameter batch {p.shape[0]}")
-    grid = sampling_grid(src_from_dst, size, projective=warp == "homography").to(image.dtype)
+    grid = sampling_grid(src_from_dst, size, projective=warp == "homography").to(image.dtype)  # (B, H, W, 2)
+    if image.shape[0] == 1 and p.shape[0] != 1:
+        # one source for the whole batch: sample it through one tall grid. An expanded batch would
+        # be copied B times over (cuDNN's sampler makes its input contiguous): GBs for the planar image.
+        b, (h, w) = p.shape[0], size
+        out = F.grid_sample(image, grid.reshape(1, b * h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out.view(image.shape[1], b, h, w).transpose(0, 1)  # (1, C, B*H, W) -> (B, C, H, W)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 

@@ -137,3 +137,37 @@ def test_short_planar_run_beats_unaligned(planar):
     assert result["test_error"] < 0.8 * result["baseline_error"]
     longer = t.evaluate(n_warps=4)[0]
     assert longer["test_error"] == longer["test_error"]  # unrolling past training stays finite
+
+
+@pytest.mark.parametrize(
+    "experiment, name, noise_warp",
+    [("mnist", "IC-STN-4(a)", "homography"), ("gtsrb", "IC-STN-2", "homography"), ("planar", "IC-STN-2", "affine")],
+)
+def test_whole_step_runs_without_reading_a_value(experiment, name, noise_warp):
+    """What a CUDA graph needs to capture the step: on the meta device (shapes, no data) the whole
+    step, backward and update included, runs, so it never reads a value on the host (that
+    raises on meta) nor mixes in a tensor made on another device. Captured in tests/test_cuda.py."""
+    t = Trainer(
+        models.get_config(experiment, name),
+        TrainConfig(batch_size=8, noise_warp=noise_warp),
+        data.synthetic(experiment, 50),
+        [0, 1],
+        [3.5, 5.0],
+        "meta",
+    )
+    t.opt.zero_grad(set_to_none=True)
+    losses = t._step()
+    assert losses.shape == (2,) and losses.is_meta
+    assert all(p.grad is not None and p.grad.is_meta for p in t.model.parameters())
+    with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
+        t._step_t.item()  # the check has teeth: a host read fails here
+
+
+def test_draws_depend_on_seed_and_step_only(mnist):
+    pair, alone = trainer(mnist, seeds=(5, 6)), trainer(mnist, seeds=(6,))
+    for t in (pair, alone):
+        t._step_t.fill_(41)
+    (src2, lab2, p2), (src1, lab1, p1) = pair.sample_batch(), alone.sample_batch()
+    assert torch.equal(src2[1], src1[0]) and torch.equal(lab2[1], lab1[0]) and torch.equal(p2[1], p1[0])
+    pair.train_step()
+    assert not torch.equal(pair.sample_batch()[1], lab2)  # the next step draws a new batch

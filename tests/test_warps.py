@@ -160,10 +160,16 @@ class TestWarpImage:
         out = warps.warp_image(img, torch.zeros(1, 8, dtype=torch.float64), "homography", (37, 37), ref)
         assert torch.allclose(out, img[:, :, 7:44, 7:44])
 
-    def test_shared_source_broadcasts(self):
-        img = smooth_image()
-        p = rand_params("affine", b=4)
-        assert warps.warp_image(img, p, "affine", (10, 12)).shape == (4, 1, 10, 12)
+    @pytest.mark.parametrize("channels", [1, 3])
+    def test_shared_source_equals_a_copied_batch(self, channels):
+        img = smooth_image(c=channels).requires_grad_()
+        p = rand_params("homography", b=4).requires_grad_()
+        shared = warps.warp_image(img, p, "homography", (10, 12))
+        copied = warps.warp_image(img.expand(4, -1, -1, -1).contiguous(), p, "homography", (10, 12))
+        assert shared.shape == (4, channels, 10, 12) and torch.allclose(shared, copied, atol=1e-12)
+        (g_shared,) = torch.autograd.grad(shared.square().sum(), p)
+        (g_copied,) = torch.autograd.grad(copied.square().sum(), p)
+        assert torch.allclose(g_shared, g_copied, atol=1e-10)
 
     def test_bad_input(self):
         with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):

@@ -76,8 +76,7 @@ def fig6(df, results_path, data_root, out):
     ds = data.load(data_root, "planar")
     image = ds.images(ds.train_images[0])  # (1, H, W)
     h, w = image.shape[-2:]
-    g = torch.Generator().manual_seed(0)
-    p = noise.perturb(8, 7.5, 50, "affine", g)
+    p = noise.perturb(8, 7.5, 50, "affine", seed=0)
     corners = warps.canonical_corners()
     boxes = warps.transform_points(ds.ref.unsqueeze(0) @ warps.vec2mat(p, "affine"), corners)  # (8, 4, 2) canonical
     gt = warps.transform_points(ds.ref.unsqueeze(0), corners)[0]
