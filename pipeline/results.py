@@ -17,7 +17,8 @@ from pipeline.trial import read_record
 COLUMNS = [
     "grid", "experiment", "model", "family", "n_warps_train", "capacity", "member", "seed", "sigma_px", "noise_warp", "split",
     "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "test_samples",
-    "profile", "device", "seconds", "trial_key", "git_commit", "python", "torch", "ray", "mlflow", "data_fetched_from",
+    "profile", "device", "models_per_step", "cuda_graph", "tf32", "seconds", "trial_key", "git_commit", "python", "torch",
+    "ray", "mlflow", "data_fetched_from",
 ]  # fmt: skip
 
 
@@ -41,6 +42,7 @@ def rows(record: dict, profile: str) -> list[dict]:
         "test_samples": record["test_samples"],
         "profile": profile,
         "device": record["device"],
+        **{k: record.get("fast_path", {}).get(k) for k in ("models_per_step", "cuda_graph", "tf32")},
         "seconds": record["seconds"],
         "trial_key": record["key"],
         "git_commit": prov.get("git_commit"),

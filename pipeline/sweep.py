@@ -30,7 +30,7 @@ DEFAULTS = {
     "profile": "paper",
     "budget": {},
     "device": "cpu",
-    "pack": 32,
+    "pack": "auto",
     "tracking": {"enabled": True, "uri": None},
     "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2},
 }
@@ -160,7 +160,7 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, setting
     read_manifest(data_root, grid["experiment"])  # fail before any compute if the data is not prepared
     grid_out = Path(out).resolve() / grid["name"]
     ctx = {"data": str(data_root), "out": str(grid_out), "device": settings["device"]}
-    trials = grids.expand(grid, settings["pack"])
+    trials = grids.expand(grid, grids.models_per_trial(settings["pack"], settings["device"]))
     sweep_key = grids.digest([t["key"] for t in trials])
     tracker = None
     if track and settings["tracking"]["enabled"]:

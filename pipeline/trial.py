@@ -115,6 +115,11 @@ def run_trial(
         "split": split,
         "iterations": trainer.step,
         "device": provenance.device_name(device),
+        "fast_path": {
+            "models_per_step": trainer.k,
+            "cuda_graph": trainer.graphed,
+            "tf32": trainer.device.type == "cuda" and trainer.cfg.tf32,
+        },
         "seconds": round(time.perf_counter() - start, 2),
         "resumed_from_step": resumed_from,
         "members": members,

@@ -54,6 +54,12 @@ def _provenance(frames: list[pd.DataFrame], data_root: Path) -> pd.DataFrame:
         "seeds per model": "; ".join(f"{g}: {d.seed.nunique()}" for g, d in df.groupby("grid")),
         "test samples": "; ".join(f"{g}: {d.test_samples.iloc[0] or 'all'}" for g, d in df.groupby("grid")),
         "device": ", ".join(sorted(df.device.unique())),
+        "training step": "; ".join(
+            f"{g}: {', '.join(map(str, sorted(d.models_per_step.dropna().unique().astype(int))))} models per step"
+            + (", CUDA graph" if d.cuda_graph.fillna(False).any() else "")
+            + (", TF32" if d.tf32.fillna(False).any() else "")
+            for g, d in df.groupby("grid")
+        ),
         "git commit": ", ".join(sorted(df.git_commit.dropna().unique())),
         "versions": ", ".join(f"{k} {df[k].iloc[0]}" for k in ("python", "torch", "ray", "mlflow")),
         "data fetched from": ", ".join(sorted(df.data_fetched_from.unique())),
