@@ -11,7 +11,7 @@ CONFIGFILE := $(if $(filter paper,$(PROFILE)),config/config.yaml,config/$(PROFIL
 export ICSTN_DATA_MIRROR ?= $(wildcard $(abspath ../shared/datasets))
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup reproduce test lint clean
+.PHONY: setup reproduce test lint clean device-wheels
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: setup
 
 test: lint
 	python -m pytest
+
+# Wheels the GPU machine's image lacks, for benchmarks/device_check.sh (its Python is 3.12).
+device-wheels: setup
+	$(BIN)/python -m pip download -q -d .device/wheels --only-binary=:all: --python-version 3.12 jsonschema
 
 clean:
 	rm -rf results reports/tables reports/figures reports/index.html logs .snakemake

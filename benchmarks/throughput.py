@@ -1,14 +1,24 @@
 """Training throughput of the paper's models: model-iterations per second, as JSON lines.
 
-    python -m benchmarks.throughput --model "IC-STN-4(a)" --device cpu --modes eager batched --k 1 4
+    python -m benchmarks.throughput --model "IC-STN-4(a)" --device cuda \\
+        --modes eager graph batched batched+graph --k 1 32 128 [--profile] [--project]
 
-Every run first measures the in-run baseline, a single model trained eagerly (mode ``eager``,
-k = 1), and reports each figure with its ratio to it: machines are noisy, ratios within one run
-are not. Warm-up steps are excluded. Data are random uint8 images of the experiment's shape:
-the step's cost does not depend on their content, and no dataset needs preparing.
+Every run first measures the in-run baseline, one model trained by the plain path (eager, no
+CUDA graph, no TF32, k = 1), and reports each figure with its ratio to it: machines are noisy,
+ratios within one run are not. Warm-up steps (and a graph's capture) are excluded. Data are
+random uint8 images of the experiment's shape (``icstn.data.synthetic``): a step's cost does
+not depend on the pixels, and nothing needs preparing.
 
-Modes: ``eager`` (k separate single-model steps) and ``batched`` (k models in one stacked
-step). The CUDA-graph modes of issue 6 are not implemented yet.
+Modes, each for k models:
+  eager          k separate models, plain path, one after another
+  graph          k separate models, each step a CUDA-graph replay (CUDA only)
+  batched        k models stacked in one step (grouped convolutions, batched matmuls)
+  batched+graph  the fast path: k stacked models, the whole step one CUDA-graph replay
+
+``--mix A B ...`` (CUDA) trains models of different architectures side by side, back to back
+against one CUDA stream each. ``--profile`` prints the top operators of the fast path's step.
+``--project`` measures every model of the grids at the pipeline's pack size and prints the
+projected device-hours of the profile (training steps only).
 """
 
 from __future__ import annotations
@@ -17,69 +27,196 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from icstn import models
-from icstn.data import Dataset
-from icstn.train import TrainConfig, Trainer
+from icstn.data import SHAPES, synthetic
+from icstn.train import GRAPH_WARMUP, TrainConfig, Trainer
 
-SHAPES = {"mnist": (1, 28, 28, 10, "unit", None), "gtsrb": (3, 50, 50, 43, "standardize", (7, 7, 43, 43))}
-
-
-def synthetic(experiment: str, n: int = 2000) -> Dataset:
-    from icstn import warps
-
-    c, h, w, classes, normalize, box = SHAPES[experiment]
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, classes, (n,), generator=g)
-    ref = warps.box_matrix(*box, size=(h, w)) if box else None
-    return Dataset(experiment, images, labels, images[:200], labels[:200], ref, normalize, {"num_classes": classes})
+MODES = ("eager", "graph", "batched", "batched+graph")
 
 
-def measure(cfg, data, k: int, mode: str, device: str, steps: int, warmup: int) -> float:
-    """Model-iterations per second of ``mode`` with k models."""
-    train = TrainConfig(iterations=steps + warmup, batch_size=100)
-    trainers = [Trainer(cfg, train, data, list(range(k)), [3.5] * k, device)] if mode == "batched" else [
-        Trainer(cfg, train, data, [i], [3.5], device) for i in range(k)
-    ]  # fmt: skip
+def trainers_for(cfg: models.ModelConfig, data, k: int, mode: str, device: str, batch: int = 100) -> list[Trainer]:
+    """The trainers one step of ``mode`` runs: one stacked trainer, or k single-model ones."""
+    fast = mode != "eager"
+    train = TrainConfig(iterations=10**9, batch_size=batch, cuda_graph="graph" in mode, tf32=fast, noise_warp=_noise_warp(cfg))
+    if mode.startswith("batched"):
+        return [Trainer(cfg, train, data, list(range(k)), [3.5] * k, device)]
+    return [Trainer(cfg, train, data, [i], [3.5], device) for i in range(k)]
+
+
+def _noise_warp(cfg: models.ModelConfig) -> str:
+    return "affine" if cfg.warp == "affine" else "homography"
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rate(trainers: list[Trainer], steps: int, warmup: int, streams=None) -> float:
+    """Model-iterations per second over ``steps`` steps of every trainer, after ``warmup``."""
+    device = str(trainers[0].device)
+    warmup = max(warmup, GRAPH_WARMUP + 1) if trainers[0].graphed else warmup  # past the capture
     for _ in range(warmup):
         for t in trainers:
             t.train_step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        for t in trainers:
-            t.train_step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return k * steps / (time.perf_counter() - start)
+        for i, t in enumerate(trainers):
+            if streams is None:
+                t.train_step()
+            else:
+                with torch.cuda.stream(streams[i]):
+                    t.train_step()
+    _sync(device)
+    return sum(t.k for t in trainers) * steps / (time.perf_counter() - start)
+
+
+def profile(trainer: Trainer, steps: int = 5, top: int = 10) -> list[dict]:
+    """The step's top operators by self time on the device (CUDA) or the CPU."""
+    from torch.profiler import ProfilerActivity
+
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for _ in range(GRAPH_WARMUP + 2):
+        trainer.train_step()
+    _sync(str(trainer.device))
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.train_step()
+        _sync(str(trainer.device))
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key) > 0]
+    total = sum(getattr(e, key) for e in events)
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [
+        {
+            "op": e.key,
+            "self_ms_per_step": round(getattr(e, key) / 1000 / steps, 3),
+            "share": round(getattr(e, key) / total, 3),
+            "calls_per_step": e.count // steps,
+        }
+        for e in events[:top]
+    ]
+
+
+def project(config: Path, overlay: Path | None, device: str, steps: int, warmup: int, emit) -> None:
+    """Time each grid model at the pipeline's models-per-trial; print device-hours per grid and in total."""
+    import yaml
+
+    from pipeline import grids
+
+    settings = yaml.safe_load(config.read_text())
+    if overlay is not None:
+        settings |= yaml.safe_load(overlay.read_text())
+    pack = grids.models_per_trial(settings.get("pack", "auto"), device)
+    rates, total = {}, 0.0
+    for path in grids.discover(settings.get("grids") or config.parent / "grids"):
+        grid = grids.load_grid(path, settings.get("budget") or {})
+        data, hours = synthetic(grid["experiment"]), 0.0
+        for trial in grids.expand(grid, pack):
+            key = (grid["experiment"], trial["model"], len(trial["members"]), grid["batch_size"])
+            if key not in rates:
+                cfg = models.get_config(grid["experiment"], trial["model"])
+                rates[key] = rate(trainers_for(cfg, data, key[2], "batched+graph", device, key[3]), steps, warmup)
+                emit(
+                    {"project": grid["name"], "experiment": key[0], "model": key[1], "k": key[2], "model_iters_per_s": round(rates[key], 2)}
+                )
+            hours += grid["iterations"] * len(trial["members"]) / rates[key] / 3600
+        total += hours
+        emit(
+            {
+                "project": grid["name"],
+                "device_hours": round(hours, 3),
+                "iterations": grid["iterations"],
+                "seeds": grid["seeds"],
+                "sigma_px": grid["sigma_px"],
+            }
+        )
+    emit(
+        {
+            "project": "total",
+            "profile": settings.get("profile"),
+            "device_hours": round(total, 3),
+            "pack": pack,
+            "note": "training steps only, trials back to back",
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--experiment", choices=sorted(SHAPES), default="mnist")
     parser.add_argument("--model", default="IC-STN-4(a)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--modes", nargs="+", choices=["eager", "batched"], default=["eager", "batched"])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "batched+graph"])
     parser.add_argument("--k", type=int, nargs="+", default=[1, 4], help="models per step")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--mix", nargs="+", metavar="MODEL", help="models of the experiment sharing one GPU")
+    parser.add_argument("--profile", action="store_true", help="top operators of the fast path's step (largest k)")
+    parser.add_argument("--project", action="store_true", help="projected device-hours of the profile's grids")
+    parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+    parser.add_argument("--configfile", type=Path, help="an overlay, e.g. config/quick.yaml")
     args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    where = {"device": args.device, "threads": torch.get_num_threads()}
+    if cuda:
+        where["device_name"] = torch.cuda.get_device_name(args.device)
+
+    def emit(row: dict, measured: bool = True) -> None:
+        print(json.dumps({**where, **({"model": args.model, "experiment": args.experiment} if measured else {}), **row}), flush=True)
+
     cfg = models.get_config(args.experiment, args.model)
     data = synthetic(args.experiment)
-    base = measure(cfg, data, 1, "eager", args.device, args.steps, args.warmup)
-    common = {"model": args.model, "device": args.device, "threads": torch.get_num_threads()}
-    print(json.dumps({**common, "mode": "eager", "k": 1, "model_iters_per_s": round(base, 2), "ratio": 1.0, "baseline": True}))
+    base = rate(trainers_for(cfg, data, 1, "eager", args.device), args.steps, args.warmup)
+    emit({"mode": "eager", "k": 1, "model_iters_per_s": round(base, 2), "ratio": 1.0, "baseline": True})
     for mode in args.modes:
         for k in args.k:
             if mode == "eager" and k == 1:
                 continue
-            rate = measure(cfg, data, k, mode, args.device, args.steps, args.warmup)
-            print(json.dumps({**common, "mode": mode, "k": k, "model_iters_per_s": round(rate, 2), "ratio": round(rate / base, 3)}))
-            sys.stdout.flush()
+            if "graph" in mode and not cuda:
+                emit({"mode": mode, "k": k, "skipped": "CUDA graphs need a CUDA device"})
+                continue
+            per_s = rate(trainers_for(cfg, data, k, mode, args.device), args.steps, args.warmup)
+            emit(
+                {
+                    "mode": mode,
+                    "k": k,
+                    "tf32": cuda and mode != "eager",
+                    "model_iters_per_s": round(per_s, 2),
+                    "ratio": round(per_s / base, 3),
+                }
+            )
+    if args.mix:
+        if not cuda:
+            emit({"mode": "mix", "skipped": "sharing a GPU needs a CUDA device"})
+        else:
+            k = max(args.k)
+            trainers = [trainers_for(models.get_config(args.experiment, m), data, k, "batched+graph", args.device)[0] for m in args.mix]
+            for how, streams in (("back-to-back", None), ("streams", [torch.cuda.Stream(args.device) for _ in trainers])):
+                per_s = rate(trainers, args.steps, args.warmup, streams)
+                emit(
+                    {
+                        "mode": f"mix:{how}",
+                        "models": args.mix,
+                        "k": k,
+                        "model_iters_per_s": round(per_s, 2),
+                        "ratio": round(per_s / base, 3),
+                    }
+                )
+    if args.profile:
+        fast = "batched+graph" if cuda else "batched"
+        for row in profile(trainers_for(cfg, data, max(args.k), fast, args.device)[0]):
+            emit({"profile": fast, "k": max(args.k), **row})
+    if args.project:
+        project(args.config, args.configfile, args.device, args.steps, args.warmup, lambda row: emit(row, measured=False))
     return 0
 
 

@@ -1,19 +1,50 @@
-"""benchmarks.throughput prints one JSON object per measurement, each with its ratio to the in-run baseline."""
+"""benchmarks.throughput: one JSON object per measurement, ratios to the in-run baseline, and the projected cost."""
 
 import json
 import subprocess
 import sys
 
+import pytest
+import yaml
+
 from tests.conftest import REPO
 
 
-def test_throughput_prints_json_lines():
-    cmd = [sys.executable, "-m", "benchmarks.throughput", "--model", "IC-STN-2(b)", "--device", "cpu",
-           "--k", "2", "--steps", "2", "--warmup", "1"]  # fmt: skip
+def run(*args) -> list[dict]:
+    cmd = [sys.executable, "-m", "benchmarks.throughput", "--device", "cpu", "--steps", "2", "--warmup", "1", *args]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    rows = [json.loads(line) for line in out.splitlines()]
-    assert [(r["mode"], r["k"]) for r in rows] == [("eager", 1), ("eager", 2), ("batched", 2)]
-    assert rows[0]["baseline"] and rows[0]["ratio"] == 1.0
-    for r in rows:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_throughput_prints_json_lines():
+    rows = run("--model", "IC-STN-2(b)", "--modes", "eager", "batched", "batched+graph", "--k", "2", "--profile")
+    measured = [r for r in rows if "mode" in r]
+    assert [(r["mode"], r["k"]) for r in measured] == [("eager", 1), ("eager", 2), ("batched", 2), ("batched+graph", 2)]
+    assert measured[0]["baseline"] and measured[0]["ratio"] == 1.0
+    for r in measured[:3]:
         assert {"model", "mode", "device", "k", "model_iters_per_s"} <= set(r) and r["model_iters_per_s"] > 0
-        assert abs(r["ratio"] - r["model_iters_per_s"] / rows[0]["model_iters_per_s"]) < 0.01
+        assert abs(r["ratio"] - r["model_iters_per_s"] / measured[0]["model_iters_per_s"]) < 0.01
+    assert "CUDA" in measured[3]["skipped"]  # no CUDA graph on a CPU, and it says so
+    ops = [r for r in rows if "op" in r]
+    assert 0 < len(ops) <= 10 and sum(r["share"] for r in ops) <= 1.0001
+    assert any("convolution" in r["op"] for r in ops)  # the step's real work shows up
+
+
+def test_projected_cost_of_a_profile(tmp_path):
+    (tmp_path / "grids").mkdir()
+    grid = {"experiment": "mnist", "models": ["CNN(b)", "STN(b)"], "seeds": [0, 1, 2], "sigma_px": [1.0, 2.0], "iterations": 50000}
+    (tmp_path / "grids" / "g.yaml").write_text(yaml.safe_dump(grid))
+    config = {"profile": "tiny", "grids": str(tmp_path / "grids"), "pack": 4, "budget": {"iterations": 1000}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [
+        r
+        for r in run("--model", "CNN(b)", "--k", "1", "--modes", "eager", "--project", "--config", str(tmp_path / "config.yaml"))
+        if "project" in r
+    ]
+    timed = [r for r in rows if "model" in r]
+    assert sorted((r["model"], r["k"]) for r in timed) == [("CNN(b)", 3), ("STN(b)", 3)]  # 6 members: 2 trials of 3
+    per_grid, total = rows[-2], rows[-1]
+    expected = sum(1000 * 6 / r["model_iters_per_s"] / 3600 for r in timed)  # budgeted iterations x members / rate
+    assert per_grid["project"] == "g" and per_grid["iterations"] == 1000
+    assert per_grid["device_hours"] == pytest.approx(expected, abs=1e-3)
+    assert total["project"] == "total" and total["profile"] == "tiny" and total["device_hours"] == per_grid["device_hours"]
