@@ -155,6 +155,7 @@ def tune_space(space: dict) -> dict:
 def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, settings: dict, executor: str = "ray", track: bool = True) -> Path:
     """Run every unfinished trial of a grid and write ``<out>/<grid>.parquet``; returns its path."""
     settings = merge(DEFAULTS, settings)
+    check_device(settings, executor)
     grid = grids.load_grid(grid_path, settings["budget"])
     data_root = Path(data_root).resolve()
     read_manifest(data_root, grid["experiment"])  # fail before any compute if the data is not prepared
@@ -203,6 +204,28 @@ def _search(grid: dict, trials: list[dict], ctx: dict, settings: dict, executor:
         best = run_ray([first], ctx, settings, tracker, f"{grid['name']}-search", {**search, "space": tune_space(search["space"])})
     write_json(Path(ctx["out"]) / "best.json", {"model": first["model"], "split": "validation", **best})
     return best
+
+
+def check_device(settings: dict, executor: str) -> None:
+    """ValueError, before any compute, for a device the trials could not use."""
+    import torch
+
+    device = settings["device"]
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ValueError(f"config key 'device': {device!r} is not a torch device; allowed: cpu, cuda, cuda:N") from None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"config key 'device': {device!r} is not supported; allowed: cpu, cuda, cuda:N")
+    if kind == "cuda" and executor == "ray" and not settings["ray"]["gpus_per_trial"] > 0:
+        # Ray hides every GPU from a trial that asks for none (CUDA_VISIBLE_DEVICES='')
+        raise ValueError(
+            "config key 'ray.gpus_per_trial' is 0 but 'device' is cuda: give each trial a GPU or a share of one (e.g. 1 or 0.25)"
+        )
+    if kind == "cuda" and executor == "inline" and not torch.cuda.is_available():
+        raise ValueError(
+            f"config key 'device' is {device!r}, but this machine has no CUDA device torch can use (torch {torch.__version__})"
+        )
 
 
 def check_checkpoint(path: Path) -> None:

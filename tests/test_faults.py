@@ -13,6 +13,7 @@ import mlflow
 import pandas as pd
 import psutil
 import pytest
+import torch
 import yaml
 
 from pipeline import sweep
@@ -74,6 +75,23 @@ def test_ray_address_pointing_at_nothing(tmp_path, data_root):
     assert out.returncode == 2
     assert "no Ray cluster answers at ray.address='127.0.0.1:9'" in out.stderr
     assert not list((tmp_path / "r").glob("*/trials/*/record.json"))
+
+
+@pytest.mark.parametrize(
+    "settings, executor, message",
+    [
+        ({"device": "gpu"}, "ray", "config key 'device': 'gpu' is not a torch device; allowed: cpu, cuda, cuda:N"),
+        ({"device": "cuda"}, "ray", "config key 'ray.gpus_per_trial' is 0 but 'device' is cuda"),
+        ({"device": "cuda:0", "ray": {"gpus_per_trial": 1}}, "inline", "this machine has no CUDA device"),
+    ],
+)
+def test_unusable_device_fails_before_compute(tmp_path, data_root, settings, executor, message):
+    if executor == "inline" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    args = ["--grid", write_grid(tmp_path), "--out", tmp_path / "r", "--data", data_root / "processed"]
+    out = run_cli([*args, "--settings", json.dumps(settings), "--executor", executor, "--no-tracking"], timeout=60)
+    assert out.returncode == 2 and message in out.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_prepared_data(tmp_path):
