@@ -207,8 +207,14 @@ class Trainer:
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)  # backward in the capture allocates static gradients
-        with torch.cuda.graph(graph):
-            self._graph_losses = self._step()
+        try:
+            with torch.cuda.graph(graph):
+                self._graph_losses = self._step()
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"capturing the {self.model_cfg.name} training step in a CUDA graph failed ({exc}); "
+                "TrainConfig(cuda_graph=False) (the workflow's config key cuda_graph: false) trains it eagerly, with the same results"
+            ) from exc
         self._graph = graph
 
     def fit(self, progress: bool = False) -> list[dict]:

@@ -31,6 +31,7 @@ DEFAULTS = {
     "budget": {},
     "device": "cpu",
     "pack": "auto",
+    "cuda_graph": True,
     "tracking": {"enabled": True, "uri": None},
     "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2},
 }
@@ -53,7 +54,7 @@ def run_inline(trials: list[dict], ctx: dict, tracker) -> None:
         if tracker is not None:
             tracker.start_trial(trial)
             on_result = lambda step, per_member, key=trial["key"]: tracker.log(key, step, per_member)  # noqa: E731
-        record = run_trial(trial, ctx["data"], ctx["out"], ctx["device"], Reporter(trial_dir, on_result))
+        record = run_trial(trial, ctx, Reporter(trial_dir, on_result))
         if tracker is not None:
             tracker.finish_trial(trial["key"], record, trial_dir)
 
@@ -76,7 +77,7 @@ def _tune_trainable(config: dict) -> None:
     torch.set_num_threads(max(1, int(ctx["threads"])))
     trial_dir = Path(ctx["out"]) / "trials" / trial["key"]
     where = {"ray_node": ray.get_runtime_context().get_node_id()}
-    record = read_record(trial_dir) or run_trial(trial, ctx["data"], ctx["out"], ctx["device"], TuneReporter(trial_dir), where)
+    record = read_record(trial_dir) or run_trial(trial, ctx, TuneReporter(trial_dir), where)
     tune.report({"objective": _objective(record), "done_step": record["iterations"]})
 
 
@@ -138,7 +139,7 @@ def search_inline(trial: dict, ctx: dict, search: dict) -> dict:
         overrides = {k: ot.suggest_float(k, r["low"], r["high"], log=r.get("log", True)) for k, r in search["space"].items()}
         config = {"trial": trial, "search": overrides}
         eff = effective_trial(config)
-        return _objective(read_record(Path(ctx["out"]) / "trials" / eff["key"]) or run_trial(eff, ctx["data"], ctx["out"], ctx["device"]))
+        return _objective(read_record(Path(ctx["out"]) / "trials" / eff["key"]) or run_trial(eff, ctx))
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
     study.optimize(objective, n_trials=search["num_samples"])
@@ -160,7 +161,7 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, setting
     data_root = Path(data_root).resolve()
     read_manifest(data_root, grid["experiment"])  # fail before any compute if the data is not prepared
     grid_out = Path(out).resolve() / grid["name"]
-    ctx = {"data": str(data_root), "out": str(grid_out), "device": settings["device"]}
+    ctx = {"data": str(data_root), "out": str(grid_out), "device": settings["device"], "cuda_graph": settings["cuda_graph"]}
     trials = grids.expand(grid, grids.models_per_trial(settings["pack"], settings["device"]))
     sweep_key = grids.digest([t["key"] for t in trials])
     tracker = None

@@ -65,33 +65,43 @@ def load_dataset(trial: dict, data_root: str | Path) -> tuple[data.Dataset, str]
     return ds, "test"
 
 
-def train_config(trial: dict) -> TrainConfig:
+def train_config(trial: dict, cuda_graph: bool = True) -> TrainConfig:
     t = trial["train"]
     iterations = t["iterations"]
     return TrainConfig(
         **t,
+        cuda_graph=cuda_graph,
         log_every=max(1, iterations // 100),
         checkpoint_every=max(1, t["eval_every"] or iterations // 5),
         planar_test_samples=trial["test_samples"] or 1000,
     )
 
 
-def run_trial(
-    trial: dict, data_root: str | Path, out: str | Path, device: str = "cpu", reporter: Reporter | None = None, where: dict | None = None
-) -> dict:
+def run_trial(trial: dict, ctx: dict, reporter: Reporter | None = None, where: dict | None = None) -> dict:
     """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint.
 
-    ``where`` (e.g. the Ray node) is recorded with the provenance.
+    ``ctx``: ``data`` (prepared datasets), ``out`` (the grid's output folder), ``device`` and
+    optionally ``cuda_graph`` (default True). ``where`` (e.g. the Ray node) is recorded with the
+    provenance.
     """
     start = time.perf_counter()
-    trial_dir = Path(out) / "trials" / trial["key"]
+    data_root, device = ctx["data"], ctx["device"]
+    trial_dir = Path(ctx["out"]) / "trials" / trial["key"]
     trial_dir.mkdir(parents=True, exist_ok=True)
     reporter = reporter or Reporter(trial_dir)
     dataset, split = load_dataset(trial, data_root)
     model_cfg = models.get_config(trial["experiment"], trial["model"])
     seeds = [m["seed"] for m in trial["members"]]
     sigmas = [m["sigma_px"] for m in trial["members"]]
-    trainer = Trainer(model_cfg, train_config(trial), dataset, seeds, sigmas, device, callbacks=(_Report(reporter, trial_dir),))
+    trainer = Trainer(
+        model_cfg,
+        train_config(trial, ctx.get("cuda_graph", True)),
+        dataset,
+        seeds,
+        sigmas,
+        device,
+        callbacks=(_Report(reporter, trial_dir),),
+    )
     resume = reporter.restore()
     if resume is not None:
         trainer.load(resume)

@@ -25,7 +25,16 @@ def grid_data(wildcards):
 
 def sweep_settings(wildcards, threads):
     """The resolved config a sweep needs, as JSON; Ray gets the cores Snakemake gave the job."""
-    keys = ("profile", "budget", "device", "pack", "ray", "tracking", "executor")
+    keys = (
+        "profile",
+        "budget",
+        "device",
+        "cuda_graph",
+        "pack",
+        "ray",
+        "tracking",
+        "executor",
+    )
     settings = {k: config[k] for k in keys if k in config}
     ray = config.get("ray", {})
     settings["ray"] = {**ray, "num_cpus": ray.get("num_cpus") or threads}
