@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from icstn import models
-from icstn.data import SHAPES, synthetic
+from icstn.data import LAYOUTS, synthetic
 from icstn.train import GRAPH_WARMUP, TrainConfig, Trainer
 
 MODES = ("eager", "graph", "batched", "batched+graph")
@@ -42,14 +42,10 @@ MODES = ("eager", "graph", "batched", "batched+graph")
 def trainers_for(cfg: models.ModelConfig, data, k: int, mode: str, device: str, batch: int = 100) -> list[Trainer]:
     """The trainers one step of ``mode`` runs: one stacked trainer, or k single-model ones."""
     fast = mode != "eager"
-    train = TrainConfig(iterations=10**9, batch_size=batch, cuda_graph="graph" in mode, tf32=fast, noise_warp=_noise_warp(cfg))
+    train = TrainConfig(iterations=10**9, batch_size=batch, cuda_graph="graph" in mode, tf32=fast, noise_warp=cfg.warp)
     if mode.startswith("batched"):
         return [Trainer(cfg, train, data, list(range(k)), [3.5] * k, device)]
     return [Trainer(cfg, train, data, [i], [3.5], device) for i in range(k)]
-
-
-def _noise_warp(cfg: models.ModelConfig) -> str:
-    return "affine" if cfg.warp == "affine" else "homography"
 
 
 def _sync(device: str) -> None:
@@ -153,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
-    parser.add_argument("--experiment", choices=sorted(SHAPES), default="mnist")
+    parser.add_argument("--experiment", choices=sorted(LAYOUTS), default="mnist")
     parser.add_argument("--model", default="IC-STN-4(a)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "batched+graph"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -117,11 +118,21 @@ def load(root: str | Path, name: str) -> Dataset:
     return Dataset(name, **arrays, ref=ref, normalize=manifest.get("normalize", "unit"), manifest=manifest)
 
 
-#: (C, H, W, classes, normalize, box) of each prepared dataset, for synthetic stand-ins.
-SHAPES = {
-    "mnist": (1, 28, 28, 10, "unit", None),
-    "gtsrb": (3, 50, 50, 43, "standardize", (7, 7, 43, 43)),
-    "planar": (1, 180, 240, 0, "standardize", (90, 25, 150, 85)),
+class Layout(NamedTuple):
+    """How a prepared dataset is laid out (``pipeline.prepare`` writes it so)."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+    normalize: str
+    box: tuple[int, int, int, int] | None  # x0, y0, x1, y1: the sample's box in the source, pixels
+
+
+LAYOUTS = {
+    "mnist": Layout(1, 28, 28, 10, "unit", None),
+    "gtsrb": Layout(3, 50, 50, 43, "standardize", (7, 7, 43, 43)),  # 50x50 images, the central 36x36 box
+    "planar": Layout(1, 180, 240, 0, "standardize", (90, 25, 150, 85)),  # the halved cat, the kitten's face
 }
 
 
@@ -131,7 +142,7 @@ def synthetic(experiment: str, n: int = 2000, seed: int = 0) -> Dataset:
     For benchmarks and device checks: a step's cost does not depend on the pixels, and nothing
     needs fetching. The planar experiment keeps its single image.
     """
-    c, h, w, classes, normalize, box = SHAPES[experiment]
+    c, h, w, classes, normalize, box = LAYOUTS[experiment]
     n = 1 if experiment == "planar" else n
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)

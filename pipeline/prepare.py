@@ -25,18 +25,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from icstn.data import LAYOUTS
 from pipeline.fetch import DATASETS, SOURCES, check_datasets, file_hash
 
 VERSION = 2  # bump when the preprocessing changes, so that old outputs are redone
 
-GTSRB_SIZE = 50  # every image resized to 50x50, ignoring aspect ratio (released code)
-GTSRB_BOX = (7, 7, 43, 43)  # the central box whose canonical square is the 36x36 sample
+GTSRB_SIZE = LAYOUTS["gtsrb"].height  # every image resized to 50x50, ignoring aspect ratio (released code)
+GTSRB_BOX = LAYOUTS["gtsrb"].box  # the central box whose canonical square is the 36x36 sample
 
 # The planar image: Caffe's cat, converted to grey and halved to 240x180 (antialiased), so that
 # the ground-truth box (the kitten's face, hand-labelled by this project) is about as large as
 # the 50x50 sample it is drawn into.
 PLANAR_SCALE = 2
-PLANAR_BOX = (90, 25, 150, 85)  # x0, y0, x1, y1 in pixels of the halved image
+PLANAR_BOX = LAYOUTS["planar"].box  # x0, y0, x1, y1 in pixels of the halved image
 
 
 class PrepareError(RuntimeError):
