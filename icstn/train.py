@@ -119,17 +119,23 @@ class Trainer:
             p = warps.mat2vec(warps.vec2mat(p, self.cfg.noise_warp), self.model_cfg.warp)
         return p.view(*z.shape[:2], -1)
 
-    def _source(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Float source images for indices idx (K, B) -> (K, B, C, H, W); one image: (1, 1, C, H, W)."""
-        if len(images) == 1:  # the planar image: every sample warps the same source
+    def _source(self, images: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """Float source images for indices idx (K, B) -> (K, B, C, H, W); the planar image (idx None): (1, 1, C, H, W)."""
+        if idx is None:  # every sample warps the same source
             return self.data.images(images[:1]).unsqueeze(0)
         return self.data.images(images[idx])
 
-    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The current step's batch of every model: source (K, B, C, H, W), labels (K, B), p (K, B, D)."""
-        n, b = len(self.data.train_labels), self.cfg.batch_size
-        idx = rng.randint(n, self._seed_t, self._step_t, (b,), rng.BATCH)  # (K, B), with replacement
+    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The current step's batch of every model: source (K, B, C, H, W), labels (K, B), p (K, B, D).
+
+        The planar experiment draws perturbations only: its source is the one image (1, 1, C, H, W)
+        and it has no labels (None).
+        """
+        b = self.cfg.batch_size
         z = noise.unit_noise(self._seed_t, self._step_t, b, rng.NOISE)  # (K, B, 4, 2)
+        if self.planar:
+            return self._source(self.data.train_images, None), None, self._perturbations(z)
+        idx = rng.randint(len(self.data.train_labels), self._seed_t, self._step_t, (b,), rng.BATCH)  # (K, B), with replacement
         return self._source(self.data.train_images, idx), self.data.train_labels[idx], self._perturbations(z)
 
     def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +152,7 @@ class Trainer:
         return self._test
 
     # --- training -------------------------------------------------------------------------
-    def loss(self, out, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, out, labels: torch.Tensor | None) -> torch.Tensor:
         """Per-model loss (K,): cross-entropy, or for planar the L2 warp-parameter error."""
         if self.planar:
             return out.p.pow(2).sum(-1).mean(-1)  # the ground truth is the identity, p = 0
@@ -257,7 +263,7 @@ class Trainer:
         with torch.no_grad():
             for i in range(0, len(idx), self.cfg.eval_batch):
                 sl = slice(i, i + self.cfg.eval_batch)
-                source = self._source(self.data.test_images, idx[sl].expand(self.k, -1))
+                source = self._source(self.data.test_images, None if self.planar else idx[sl].expand(self.k, -1))
                 yield idx[sl], p_test[:, sl], self.model(source, p_test[:, sl], self.data.ref, n_warps, keep_steps)
         self.model.train(was_training)
 
