@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "batched+graph"])
     parser.add_argument("--k", type=int, nargs="+", default=[1, 4], help="models per step")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's); a Ray trial gets ray.cpus_per_trial")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--mix", nargs="+", metavar="MODEL", help="models of the experiment sharing one GPU")
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     parser.add_argument("--configfile", type=Path, help="an overlay, e.g. config/quick.yaml")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     where = {"device": args.device, "threads": torch.get_num_threads()}
     if cuda:

@@ -132,9 +132,10 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
-#: Models per trial when ``pack: auto``. CPU, measured on one thread (a Ray trial's share),
-#: IC-STN-4(a) at K = 1, 2, 4, 8, 16: 5.1, 10.1, 11.0, 10.3, 8.6 model-iterations/s. GPU: the
-#: grouped convolutions of K models fill the device from K ~ 32 and gain little past 128.
+#: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
+#: at K = 1, 2, 4, 8, 16 runs 5.7, 10.9, 11.6, 11.0, 10.2 model-iterations/s (``python -m
+#: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). GPU: issue 6's H200
+#: figures (1,929 at K = 32, 2,100 at K = 128); not yet measured by this project.
 AUTO_PACK = {"cpu": 4, "cuda": 128}
 
 
