@@ -8,7 +8,7 @@
 # Everything lands in two files under $OUT: results.jsonl (every measurement, one JSON object
 # per line) and log.txt (the GPU, the tests, stderr). The machine's image has torch, pytest,
 # numpy and pyyaml; jsonschema (for the grids of step 4) travels as wheels: `make device-wheels`
-# puts them in .device/wheels, which the device tool's `carry` takes along.
+# puts them in .device/wheels; copy that folder to the GPU machine with the checkout.
 # DEVICE=cpu STEPS=1 WARMUP=1 dry-runs the plumbing on a CPU (graph modes are then skipped).
 set -uo pipefail
 OUT=${OUT:-/tmp/device_check}

@@ -37,6 +37,7 @@ from icstn.data import LAYOUTS, synthetic
 from icstn.train import GRAPH_WARMUP, TrainConfig, Trainer
 
 MODES = ("eager", "graph", "batched", "batched+graph")
+FAST_PATH = {"cpu": "batched", "cuda": "batched+graph"}  # what the pipeline trains with, per device type
 
 
 def trainers_for(cfg: models.ModelConfig, data, k: int, mode: str, device: str, batch: int = 100) -> list[Trainer]:
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", choices=sorted(LAYOUTS), default="mnist")
     parser.add_argument("--model", default="IC-STN-4(a)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=["eager", "batched+graph"])
+    parser.add_argument("--modes", nargs="+", choices=MODES, help="default: the device's fast path (CPU: batched; CUDA: batched+graph)")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 4], help="models per step")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's); a Ray trial gets ray.cpus_per_trial")
     parser.add_argument("--steps", type=int, default=20)
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
+    args.modes = args.modes or [FAST_PATH["cuda" if cuda else "cpu"]]
     where = {"device": args.device, "threads": torch.get_num_threads()}
     if cuda:
         where["device_name"] = torch.cuda.get_device_name(args.device)

@@ -134,8 +134,8 @@ def digest(obj) -> str:
 
 #: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
 #: at K = 1, 2, 4, 8, 16 runs 5.7, 10.9, 11.6, 11.0, 10.2 model-iterations/s (``python -m
-#: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). GPU: issue 6's H200
-#: figures (1,929 at K = 32, 2,100 at K = 128); not yet measured by this project.
+#: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). GPU: a provisional value,
+#: from figures measured on an H200 outside this project (1,929 at K = 32, 2,100 at K = 128).
 AUTO_PACK = {"cpu": 4, "cuda": 128}
 
 

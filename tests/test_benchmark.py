@@ -48,3 +48,9 @@ def test_projected_cost_of_a_profile(tmp_path):
     assert per_grid["project"] == "g" and per_grid["iterations"] == 1000
     assert per_grid["device_hours"] == pytest.approx(expected, abs=1e-3)
     assert total["project"] == "total" and total["profile"] == "tiny" and total["device_hours"] == per_grid["device_hours"]
+
+
+def test_default_modes_measure_the_devices_fast_path():
+    rows = [r for r in run("--model", "IC-STN-2(b)", "--k", "2") if "mode" in r]
+    assert [(r["mode"], r["k"]) for r in rows] == [("eager", 1), ("batched", 2)]  # the baseline, then what a CPU trial runs
+    assert rows[1]["model_iters_per_s"] > 0 and "skipped" not in rows[1]

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from icstn import models, warps
-from tests.conftest import PAPER, REPO
+from tests.conftest import PAPER_RESULTS, REPO
 
 
 def paper_capacities():
-    with open(PAPER / "paper_results.csv") as f:
+    with open(PAPER_RESULTS) as f:
         return {
             (r["dataset"], r["model"] + (f"({r['setting']})" if r["setting"] else "")): int(r["capacity"])
             for r in csv.DictReader(f)
@@ -21,7 +21,7 @@ def paper_capacities():
 
 
 def test_every_paper_row_is_registered():
-    with open(PAPER / "paper_results.csv") as f:
+    with open(PAPER_RESULTS) as f:
         rows = {(r["dataset"], r["model"] + (f"({r['setting']})" if r["setting"] else "")) for r in csv.DictReader(f)}
     assert rows == set(models.REGISTRY)
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pipeline import grids, sweep
-from tests.conftest import REPO
+from tests.conftest import REPO, fetched_from
 
 TINY = {
     "experiment": "mnist",
@@ -57,7 +57,7 @@ def child_runs(client, grid_name):
     return [r for r in runs if "icstn.run_key" in r.data.tags]
 
 
-def test_ray_sweep_records_every_model(tmp_path, store, data_root, ray_runtime):
+def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_runtime):
     grid = write_grid(tmp_path, "two_by_two")
     path = sweep.sweep(grid, tmp_path / "results", data_root / "processed", {"profile": "test"}, executor="ray")
     runs = child_runs(store, "two_by_two")
@@ -77,7 +77,7 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, ray_runtime):
     ic = df[(df.model == "IC-STN-2(b)") & (df.metric == "test_error")]
     assert sorted(ic["n_warps_test"]) == [2, 2, 3, 3]
     assert (df["profile"] == "test").all() and df["git_commit"].notna().all() and (df["iterations"] == 20).all()
-    assert df["data_fetched_from"].str.contains("shared/datasets").all()
+    assert df["data_fetched_from"].str.contains(fetched_from(mirror), regex=False).all()
 
     # rerunning a finished sweep trains nothing and duplicates nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "two_by_two" / "trials").glob("*/record.json")}
