@@ -130,6 +130,16 @@ class AlignNet(nn.Module):
         return Output(p, logits, steps)
 
 
+def check_noise(cfg: ModelConfig, noise_warp: str) -> None:
+    """ValueError unless the model's warps can undo perturbations of family ``noise_warp``."""
+    warps.check_warp(noise_warp)
+    if cfg.family != "cnn" and warps.WARP_DOF[noise_warp] > warps.WARP_DOF[cfg.warp]:
+        raise ValueError(
+            f"{cfg.name} predicts {cfg.warp} warps and cannot undo {noise_warp} noise; "
+            f"allowed: {[w for w, dof in warps.WARP_DOF.items() if dof <= warps.WARP_DOF[cfg.warp]]}"
+        )
+
+
 def capacity(cfg: ModelConfig) -> int:
     """Learnable parameters of one model of this variant."""
     return sum(t.numel() for t in AlignNet(cfg, [0]).parameters())
@@ -182,6 +192,9 @@ def model_names(experiment: str) -> list[str]:
 
 
 _ICSTN_N = re.compile(r"IC-STN-(\d+)(\([ab]\))?")
+#: The most warps an IC-STN may unroll (in training or at test time): the paper's Figure 7 goes to
+#: 12, and every warp is one more pass of the predictor and one more resampling per step.
+MAX_WARPS = 32
 
 
 def get_config(experiment: str, name: str) -> ModelConfig:
@@ -195,6 +208,6 @@ def get_config(experiment: str, name: str) -> ModelConfig:
         return REGISTRY[(experiment, name)]
     m = _ICSTN_N.fullmatch(name)
     template = REGISTRY.get((experiment, f"IC-STN-2{m.group(2) or ''}")) if m else None
-    if template is None or int(m.group(1)) < 1:
-        raise ValueError(f"unknown {experiment} model {name!r}; allowed: {names} (or IC-STN-N, N >= 1)")
+    if template is None or not 1 <= int(m.group(1)) <= MAX_WARPS:
+        raise ValueError(f"unknown {experiment} model {name!r}; allowed: {names} (or IC-STN-N, 1 <= N <= {MAX_WARPS})")
     return replace(template, name=name, n_warps=int(m.group(1)))

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from icstn import metrics, noise, rng, warps
 from icstn.data import Dataset
-from icstn.models import AlignNet, ModelConfig
+from icstn.models import AlignNet, ModelConfig, check_noise
 
 
 @dataclass
@@ -78,9 +78,7 @@ class Trainer:
         if len(seeds) != len(sigmas) or not seeds:
             raise ValueError(f"need one sigma per seed, got {len(seeds)} seeds and {len(sigmas)} sigmas")
         noise.check_sigma(sigmas)
-        warps.check_warp(cfg.noise_warp)
-        if warps.WARP_DOF[cfg.noise_warp] > warps.WARP_DOF[model_cfg.warp]:
-            raise ValueError(f"{model_cfg.name} predicts {model_cfg.warp} warps and cannot undo {cfg.noise_warp} noise")
+        check_noise(model_cfg, cfg.noise_warp)
         self.model_cfg, self.cfg, self.callbacks = model_cfg, cfg, callbacks
         self.device = torch.device(device)
         self.data = data.to(self.device)

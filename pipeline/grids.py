@@ -11,99 +11,61 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from icstn import models
+from pipeline import schema
+from pipeline.schema import SchemaError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "grid.schema.yaml"
 TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "eval_every")
+NAME = re.compile(r"[A-Za-z0-9_-]+")  # a grid's name is its file's stem: a sweep, an experiment, file names
 
 
-class GridError(ValueError):
+class GridError(SchemaError):
     """A grid file is malformed; the message names the file, the key and what is allowed."""
 
 
-def _with_defaults(validator_class):
-    """A jsonschema validator that also fills in ``default`` values (the documented recipe)."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def validate(doc: dict, schema: dict, source: str) -> dict:
-    """Validate ``doc`` in place against ``schema`` (defaults filled); GridError on the first error."""
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise GridError(describe(errors[0], source))
-    return doc
-
-
-def describe(error: jsonschema.ValidationError, source: str) -> str:
-    """One line: file, key path, bad value, what is allowed."""
-    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    if error.validator == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return f"{source}: unknown key {'.'.join([*map(str, error.absolute_path), extra[0]])!r}; allowed keys: {allowed}"
-    if error.validator == "required":
-        return f"{source}: {key}: {error.message}"
-    allowed = ""
-    enums = [e.schema["enum"] for e in error.context or [] if isinstance(e.schema, dict) and "enum" in e.schema]
-    if error.validator == "oneOf" and enums:
-        allowed = f"; allowed: {enums[0]} or a list of them"
-    elif "enum" in schema:
-        allowed = f"; allowed: {schema['enum']}"
-    elif error.validator in ("minimum", "exclusiveMinimum"):
-        allowed = f"; allowed: {'>=' if error.validator == 'minimum' else '>'} {error.validator_value}"
-    elif error.validator == "minItems":
-        allowed = f"; allowed: a list of at least {error.validator_value}"
-    elif error.validator == "type":
-        allowed = f"; allowed: {error.validator_value}"
-    return f"{source}: key {key!r}: bad value {error.instance!r}{allowed}"
-
-
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise GridError(f"{path}: no such grid file")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise GridError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise GridError(f"{path}: a grid must be a mapping of keys, got {type(doc).__name__}")
-    return doc
+    return schema.read_yaml(path, GridError, "grid file")
 
 
 def load_grid(path: str | Path, budget: dict | None = None) -> dict:
-    """Read, validate and budget one grid. Returns a dict with ``name`` (the file stem) added."""
+    """Read, validate and budget one grid. Returns a dict with ``name`` (the file stem) added.
+
+    Everything a sweep would otherwise find out after compute is checked here: the schema (with
+    finite numbers), every model name, and that every model can undo the grid's noise family.
+    """
     path = Path(path)
-    grid = validate(read_yaml(path), yaml.safe_load(SCHEMA_PATH.read_text()), str(path))
+    if not NAME.fullmatch(path.stem):
+        raise GridError(f"{path}: a grid's file name may hold letters, digits, '-' and '_' only (it names the sweep); rename it")
+    grid = schema.validate(read_yaml(path), yaml.safe_load(SCHEMA_PATH.read_text()), str(path), GridError)
+    noise_warps = grid["noise_warp"] if isinstance(grid["noise_warp"], list) else [grid["noise_warp"]]
     for i, name in enumerate(grid["models"]):
         try:
-            models.get_config(grid["experiment"], name)
+            cfg = models.get_config(grid["experiment"], name)
         except ValueError as exc:
             raise GridError(f"{path}: key 'models.{i}': {exc}") from None
+        for warp in noise_warps:
+            try:
+                models.check_noise(cfg, warp)
+            except ValueError as exc:
+                raise GridError(f"{path}: key 'noise_warp': bad value {warp!r} for models.{i}: {exc}") from None
     grid["name"] = path.stem
     return apply_budget(grid, budget or {})
 
 
 def apply_budget(grid: dict, budget: dict) -> dict:
-    """Cap a grid by a profile's budget: iterations, seeds, test samples, learning-rate scale.
+    """Cap a grid by a profile's budget: a budget only ever lowers what the grid asks for.
 
-    ``iterations``, ``eval_every`` and ``lr_scale`` may be a number or a map per experiment.
+    ``iterations``, ``test_samples`` and ``eval_every`` become the smaller of the grid's value and
+    the budget's; ``seeds: n`` keeps the grid's first n seeds; ``lr_scale`` multiplies both
+    learning rates (and is recorded in ``grid['lr_scale']``). Any of them but ``seeds`` may be a
+    number or a map per experiment.
     """
     grid = copy.deepcopy(grid)
     exp = grid["experiment"]
@@ -115,14 +77,14 @@ def apply_budget(grid: dict, budget: dict) -> dict:
     if pick("iterations"):
         grid["iterations"] = min(grid["iterations"], int(pick("iterations")))
     if budget.get("seeds"):
-        grid["seeds"] = list(budget["seeds"])
+        grid["seeds"] = grid["seeds"][: int(budget["seeds"])]
     if pick("test_samples"):
-        grid["test_samples"] = int(pick("test_samples"))
+        grid["test_samples"] = min(grid["test_samples"] or math.inf, int(pick("test_samples")))
     if pick("eval_every") is not None:
-        grid["eval_every"] = int(pick("eval_every"))
-    if pick("lr_scale"):
-        grid["lr_geometric"] *= float(pick("lr_scale"))
-        grid["lr_classifier"] *= float(pick("lr_scale"))
+        grid["eval_every"] = min(grid["eval_every"], int(pick("eval_every")))
+    grid["lr_scale"] = float(pick("lr_scale") or 1.0)
+    grid["lr_geometric"] *= grid["lr_scale"]
+    grid["lr_classifier"] *= grid["lr_scale"]
     if budget.get("search_samples") and "search" in grid:
         grid["search"]["num_samples"] = min(grid["search"]["num_samples"], int(budget["search_samples"]))
     return grid
@@ -178,6 +140,7 @@ def expand(grid: dict, pack: int = 4) -> list[dict]:
                     "train": {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp},
                     "test_samples": grid["test_samples"],
                     "test_warps": test_warps,
+                    "lr_scale": grid.get("lr_scale", 1.0),
                 }
                 trials.append(rekey(trial))
     return trials

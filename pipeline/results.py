@@ -16,7 +16,7 @@ from pipeline.trial import read_record
 
 COLUMNS = [
     "grid", "experiment", "model", "family", "n_warps_train", "capacity", "member", "seed", "sigma_px", "noise_warp", "split",
-    "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "test_samples",
+    "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "lr_scale", "test_samples",
     "profile", "device", "models_per_step", "cuda_graph", "tf32", "seconds", "trial_key", "git_commit", "python", "torch",
     "ray", "mlflow", "data_fetched_from",
 ]  # fmt: skip
@@ -39,7 +39,8 @@ def rows(record: dict, profile: str) -> list[dict]:
         "batch_size": record["train"]["batch_size"],
         "lr_geometric": record["train"]["lr_geometric"],
         "lr_classifier": record["train"]["lr_classifier"],
-        "test_samples": record["test_samples"],
+        "test_samples": record["test_samples_used"],  # what was evaluated, whatever was asked for
+        "lr_scale": record.get("lr_scale", 1.0),
         "profile": profile,
         "device": record["device"],
         **{k: record.get("fast_path", {}).get(k) for k in ("models_per_step", "cuda_graph", "tf32")},

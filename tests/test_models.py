@@ -47,7 +47,7 @@ def test_unknown_model():
         models.get_config("mnist", "IC-STN-9(c)")
     with pytest.raises(ValueError, match="unknown experiment 'svhn'"):
         models.model_names("svhn")
-    with pytest.raises(ValueError, match="IC-STN-N, N >= 1"):
+    with pytest.raises(ValueError, match=f"IC-STN-N, 1 <= N <= {models.MAX_WARPS}"):
         models.get_config("mnist", "IC-STN-0(a)")
 
 

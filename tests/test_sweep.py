@@ -130,9 +130,9 @@ def test_cli_fails_before_compute(tmp_path):
 
 def test_budget_caps_the_grid(tmp_path):
     grid = grids.load_grid(
-        write_grid(tmp_path, "g", iterations=1000), {"iterations": {"mnist": 50}, "seeds": [7], "lr_scale": {"mnist": 10}}
+        write_grid(tmp_path, "g", iterations=1000), {"iterations": {"mnist": 50}, "seeds": 1, "lr_scale": {"mnist": 10}}
     )
-    assert grid["iterations"] == 50 and grid["seeds"] == [7] and grid["lr_classifier"] == pytest.approx(1.0)
+    assert grid["iterations"] == 50 and grid["seeds"] == [0] and grid["lr_classifier"] == pytest.approx(1.0)
     trials = grids.expand(grid)
     assert len(trials) == 2 and all(len(t["members"]) == 1 for t in trials)
     assert len({t["key"] for t in trials}) == 2

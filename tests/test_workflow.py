@@ -21,7 +21,7 @@ TINY = {
     "profile": "tiny",
     "budget": {
         "iterations": {"planar": 30, "mnist": 30, "gtsrb": 12},
-        "seeds": [0, 1],
+        "seeds": 2,
         "test_samples": {"planar": 40, "mnist": 200, "gtsrb": 150},
         "eval_every": {"planar": 15, "mnist": 15, "gtsrb": 6},
     },

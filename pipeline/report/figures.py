@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +25,60 @@ import torch  # noqa: E402
 
 from icstn import data, noise, warps  # noqa: E402
 from pipeline import results  # noqa: E402
+from pipeline.grids import GridError  # noqa: E402
 from pipeline.report.plots import tile  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A paper figure: what it draws from (an experiment, and models its grid must train)."""
+
+    name: str
+    experiment: str
+    models: tuple[str, ...]  # passed to ``draw`` in this order
+    caption: str
+    draw: Callable
+
+
+#: Every paper figure, by name. A grid asks for one with ``figures: [name]``.
+FIGURES: dict[str, Figure] = {}
+
+
+def figure(name: str, experiment: str, caption: str, models: tuple[str, ...] = ()):
+    """Register ``draw(df, results_path, data_root, out, *models)`` as the paper figure ``name``."""
+
+    def register(draw: Callable) -> Callable:
+        FIGURES[name] = Figure(name, experiment, tuple(models), caption, draw)
+        return draw
+
+    return register
+
+
+def check_figures(grid: dict, source: str) -> None:
+    """GridError, before any compute, for a figure the grid cannot draw."""
+    for i, name in enumerate(grid.get("figures", [])):
+        key = f"{source}: key 'figures.{i}': bad value {name!r}"
+        spec = FIGURES.get(name)
+        if spec is None:
+            raise GridError(f"{key}; allowed: {sorted(FIGURES, key=lambda n: int(n[3:]))}")
+        if spec.experiment != grid["experiment"]:
+            raise GridError(f"{key}: {name} draws the {spec.experiment} experiment, and this grid trains {grid['experiment']}")
+        missing = [m for m in spec.models if m not in grid["models"]]
+        if missing:
+            raise GridError(f"{key}: {name} draws {list(spec.models)}, and the grid's 'models' lacks {missing}")
+
+
+def figure_owners(grids_by_name: dict[str, dict], folder: str | Path = "config/grids") -> dict[str, str]:
+    """figure -> the one grid that draws it; GridError for a figure a grid cannot draw or two grids claim."""
+    owners: dict[str, str] = {}
+    for name, grid in grids_by_name.items():
+        source = str(Path(folder) / f"{name}.yaml")
+        check_figures(grid, source)
+        for fig in grid.get("figures", []):
+            if fig in owners:
+                raise GridError(f"{source}: key 'figures': {fig} is already drawn by grid {owners[fig]!r}; a figure belongs to one grid")
+            owners[fig] = name
+    return owners
 
 
 def _save(fig, out: Path, name: str, note: str) -> list[Path]:
@@ -71,6 +126,7 @@ def _image_panel(ax, images: np.ndarray, title: str, row_labels: list[str] | Non
 
 
 # --- the paper's figures --------------------------------------------------------------------
+@figure("fig6", "planar", "Figure 6: the planar image with its ground-truth box, perturbed boxes and perturbed samples.")
 def fig6(df, results_path, data_root, out):
     """The planar image, its ground-truth box and perturbed boxes; perturbed samples (sigma 7.5)."""
     ds = data.load(data_root, "planar")
@@ -94,6 +150,7 @@ def fig6(df, results_path, data_root, out):
     return _save(fig, out, "fig6", f"Caffe's cat.jpg, grey, box {ds.manifest['box']} (project's choice)")
 
 
+@figure("fig7", "planar", "Figure 7: test error against the number of warps applied at test time, one curve per trained unroll count.")
 def fig7(df, results_path, data_root, out):
     """Test error against warps applied at test time; one curve per trained unroll count."""
     rows = df[df.metric == "test_error"]
@@ -117,7 +174,10 @@ def fig7(df, results_path, data_root, out):
     return _save(fig, out, "fig7", provenance_note(df) + "; large dot: unroll count used in training")
 
 
-def fig8(df, results_path, data_root, out, icstn="IC-STN-4(a)", stn="STN(a)"):
+@figure(
+    "fig8", "mnist", "Figure 8: MNIST test samples through the IC-STN's warps, the STN's result in the last row.", ("IC-STN-4(a)", "STN(a)")
+)
+def fig8(df, results_path, data_root, out, icstn, stn):
     """MNIST alignment through the IC-STN iterations, with the STN's result below."""
     steps = arrays(results_path, df, icstn)["alignment"]  # (T, n, C, S, S)
     stn_final = arrays(results_path, df, stn)["alignment"][-1:]
@@ -140,13 +200,15 @@ def _moments_figure(df, results_path, out, models_, classes, name, title):
     return _save(fig, out, name, provenance_note(df))
 
 
+@figure("fig9", "mnist", "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.")
 def fig9(df, results_path, data_root, out):
     """Per-class mean and variance of the aligned MNIST test images, for each model."""
     models_ = list(df.model.unique())
     return _moments_figure(df, results_path, out, models_, list(range(10)), "fig9", "aligned appearances per class: mean / variance")
 
 
-def fig10(df, results_path, data_root, out, icstn="IC-STN-4", stn="STN"):
+@figure("fig10", "gtsrb", "Figure 10: GTSRB alignment, IC-STN against STN.", models=("IC-STN-4", "STN"))
+def fig10(df, results_path, data_root, out, icstn, stn):
     """GTSRB alignment samples: perturbed input, IC-STN's result, STN's result."""
     a, s = arrays(results_path, df, icstn)["alignment"], arrays(results_path, df, stn)["alignment"]
     images = np.stack([a[0], a[-1], s[-1]])
@@ -155,6 +217,7 @@ def fig10(df, results_path, data_root, out, icstn="IC-STN-4", stn="STN"):
     return _save(fig, out, "fig10", provenance_note(df) + "; inputs from the project's 32x32 mirror, resized to 50x50")
 
 
+@figure("fig11", "gtsrb", "Figure 11: GTSRB mean aligned appearance per class, for each model.")
 def fig11(df, results_path, data_root, out):
     """GTSRB class means for each model (first 10 classes)."""
     models_ = list(df.model.unique())
@@ -184,15 +247,13 @@ def summary(df, results_path, data_root, out):
     return _save(fig, out, df.grid.iloc[0], provenance_note(df))
 
 
-FIGURES = {"fig6": fig6, "fig7": fig7, "fig8": fig8, "fig9": fig9, "fig10": fig10, "fig11": fig11}
-
-
 def render(results_path, data_root, out, figures: list[str], with_summary: bool = True) -> list[Path]:
     results_path, out = Path(results_path), Path(out)
     df = results.read(results_path)
     paths = summary(df, results_path, data_root, out) if with_summary else []
     for name in figures:
-        paths += FIGURES[name](df, results_path, data_root, out)
+        spec = FIGURES[name]
+        paths += spec.draw(df, results_path, data_root, out, *spec.models)
     return paths
 
 

@@ -19,20 +19,13 @@ import pandas as pd
 from pipeline import grids, results
 from pipeline.files import write_text
 from pipeline.report import tables
+from pipeline.report.figures import FIGURES
 
 CAVEATS = {
     "gtsrb": "The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
     "like the originals, so results are on reduced-resolution inputs.",
     "mnist": "The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
     "planar": "The ground-truth box on Caffe's cat.jpg is the project's own choice (the paper's is hand-labelled and unpublished).",
-}
-FIGURE_CAPTIONS = {
-    "fig6": "Figure 6: the planar image with its ground-truth box, perturbed boxes and perturbed samples.",
-    "fig7": "Figure 7: test error against the number of warps applied at test time, one curve per trained unroll count.",
-    "fig8": "Figure 8: MNIST test samples through the IC-STN's warps, the STN's result in the last row.",
-    "fig9": "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.",
-    "fig10": "Figure 10: GTSRB alignment, IC-STN against STN.",
-    "fig11": "Figure 11: GTSRB mean aligned appearance per class, for each model.",
 }
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -52,7 +45,8 @@ def _provenance(frames: list[pd.DataFrame], data_root: Path) -> pd.DataFrame:
         "profile": ", ".join(sorted(df.profile.unique())),
         "iterations": "; ".join(f"{g}: {', '.join(map(str, sorted(d.iterations.unique())))}" for g, d in df.groupby("grid")),
         "seeds per model": "; ".join(f"{g}: {d.seed.nunique()}" for g, d in df.groupby("grid")),
-        "test samples": "; ".join(f"{g}: {d.test_samples.iloc[0] or 'all'}" for g, d in df.groupby("grid")),
+        "test samples": "; ".join(f"{g}: {', '.join(map(str, sorted(d.test_samples.unique())))}" for g, d in df.groupby("grid")),
+        "learning-rate scale": "; ".join(f"{g}: x{d.lr_scale.iloc[0]:g}" for g, d in df.groupby("grid") if "lr_scale" in d),
         "device": ", ".join(sorted(df.device.unique())),
         "training step": "; ".join(
             f"{g}: {', '.join(map(str, sorted(d.models_per_step.dropna().unique().astype(int))))} models per step"
@@ -102,7 +96,7 @@ def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: P
         parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: {', '.join(links)}</p>")
         for fig in [name, *grid.get("figures", [])]:
             png = figures / f"{fig}.png"
-            caption = FIGURE_CAPTIONS.get(fig, f"{name}: test error per model, one dot per seed.")
+            caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
             rel = os.path.relpath(png, out.parent)
             parts.append(f"<figure><img src='{rel}' alt='{fig}'><figcaption class='caption'>{html.escape(caption)} "
                          f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip

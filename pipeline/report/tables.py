@@ -97,10 +97,12 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
 def caption(df: pd.DataFrame, grid: dict) -> str:
     unit = "mean corner error in pixels of the 50x50 sample" if grid["experiment"] == "planar" else "test error in %"
     it = sorted(df.iterations.unique())
+    scales = sorted(df.lr_scale.unique()) if "lr_scale" in df else [1.0]
+    scaled = "" if scales == [1.0] else f", learning rates x{'/'.join(f'{s:g}' for s in scales)} the grid's (the profile's lr_scale)"
     return (
         f"{grid.get('title', grid['name'])}. Ours: {unit}, mean ± std over seeds; profile {df.profile.iloc[0]}, "
-        f"{', '.join(map(str, it))} iterations, batch {df.batch_size.iloc[0]}, "
-        f"{df.test_samples.iloc[0] or 'all'} test samples, device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}."
+        f"{', '.join(map(str, it))} iterations, batch {df.batch_size.iloc[0]}{scaled}, "
+        f"{', '.join(map(str, sorted(df.test_samples.unique())))} test samples, device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}."
     )
 
 

@@ -1,0 +1,169 @@
+"""YAML documents checked against a JSON schema, with one-line errors that name the file and the key.
+
+Three things plain ``yaml.safe_load`` plus ``jsonschema`` get wrong for a config file:
+
+* a key given twice silently keeps the last value: here it is an error, naming both lines;
+* PyYAML follows YAML 1.1, which reads ``1e-3`` and ``1e308`` as strings: here a string that
+  reads as a number becomes one wherever the schema wants a number (YAML 1.2's rule);
+* ``minimum: 0`` lets NaN through (every comparison with NaN is false): here NaN and infinity
+  are refused wherever the schema wants a number.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class SchemaError(ValueError):
+    """A document breaks its schema; the message names the file, the key and what is allowed."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with a key given twice."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in first:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice (lines {first[key] + 1} and {key_node.start_mark.line + 1})", key_node.start_mark
+            )
+        first[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: str | Path, error: type[SchemaError] = SchemaError, what: str = "file") -> dict:
+    """The mapping in a YAML file; ``error`` naming the file for a missing file, bad YAML or a repeated key."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what}")
+    try:
+        doc = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise error(f"{path}: a {what} must be a mapping of keys, got {type(doc).__name__}")
+    return doc
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    ref = schema.get("$ref")
+    if ref and ref.startswith("#/"):
+        for part in ref[2:].split("/"):
+            root = root[part]
+        return root
+    return schema
+
+
+def _number_types(schema: dict, alternatives: list[dict]) -> set[str]:
+    found = set()
+    for s in [schema, *alternatives]:
+        types = s.get("type", [])
+        found |= {"number", "integer"} & set([types] if isinstance(types, str) else types)
+    return found
+
+
+def coerce_numbers(doc, schema: dict, root: dict | None = None):
+    """``doc`` with numeric strings made numbers wherever ``schema`` wants a number (YAML 1.2)."""
+    root = root or schema
+    schema = _resolve(schema, root)
+    alternatives = [_resolve(s, root) for s in schema.get("oneOf", []) + schema.get("anyOf", [])]
+    if isinstance(doc, str):
+        wanted = _number_types(schema, alternatives)
+        try:
+            value = float(doc) if wanted else None
+        except ValueError:
+            return doc
+        if value is None:
+            return doc
+        return int(value) if "integer" in wanted and value.is_integer() else value
+    if isinstance(doc, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for s in alternatives:
+            props = {**s.get("properties", {}), **props}
+        return {
+            k: coerce_numbers(v, props[k], root) if k in props else coerce_numbers(v, extra, root) if isinstance(extra, dict) else v
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        items = schema.get("items") or next((s["items"] for s in alternatives if isinstance(s.get("items"), dict)), None)
+        return [coerce_numbers(v, items, root) for v in doc] if isinstance(items, dict) else doc
+    return doc
+
+
+def _with_defaults(validator_class):
+    """A jsonschema validator that also fills in ``default`` values (the documented recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _non_finite(doc, path=()) -> tuple[tuple, float] | None:
+    if isinstance(doc, float) and not math.isfinite(doc):
+        return path, doc
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for key, value in items:
+        found = _non_finite(value, (*path, key))
+        if found:
+            return found
+    return None
+
+
+def validate(doc: dict, schema: dict, source: str, error: type[SchemaError] = SchemaError) -> dict:
+    """``doc`` with numbers coerced and defaults filled, or ``error`` describing its first mistake."""
+    doc = coerce_numbers(doc, schema)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise error(describe(errors[0], source))
+    found = _non_finite(doc)
+    if found:
+        key = ".".join(map(str, found[0]))
+        raise error(f"{source}: key {key!r}: bad value {found[1]}; allowed: a finite number")
+    return doc
+
+
+def describe(error: jsonschema.ValidationError, source: str) -> str:
+    """One line: file, key path, bad value, what is allowed."""
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"{source}: unknown key {'.'.join([*map(str, error.absolute_path), extra[0]])!r}; allowed keys: {allowed}"
+    if error.validator == "required":
+        return f"{source}: {key}: {error.message}"
+    allowed = ""
+    enums = [e.schema["enum"] for e in error.context or [] if isinstance(e.schema, dict) and "enum" in e.schema]
+    if error.validator == "oneOf" and enums:
+        allowed = f"; allowed: {enums[0]} or a list of them"
+    elif "enum" in schema:
+        allowed = f"; allowed: {schema['enum']}"
+    elif error.validator in ("minimum", "exclusiveMinimum"):
+        allowed = f"; allowed: {'>=' if error.validator == 'minimum' else '>'} {error.validator_value}"
+    elif error.validator == "maximum":
+        allowed = f"; allowed: <= {error.validator_value}" + (f" ({schema['description']})" if schema.get("description") else "")
+    elif error.validator == "minItems":
+        allowed = f"; allowed: a list of at least {error.validator_value}"
+    elif error.validator == "type":
+        allowed = f"; allowed: {error.validator_value}"
+    elif error.validator == "pattern":
+        allowed = f"; allowed: {schema.get('description') or error.validator_value}"
+    return f"{source}: key {key!r}: bad value {error.instance!r}{allowed}"

@@ -1,0 +1,133 @@
+"""Grid and profile mistakes that once passed validation and failed only after compute: now each
+fails at load time, naming the file and the key. And a profile's budget only ever lowers a grid."""
+
+import json
+
+import pytest
+import yaml
+
+from icstn import models
+from pipeline import grids, schema
+from pipeline.report.figures import FIGURES, figure_owners
+from tests.conftest import REPO
+
+BASE = {"experiment": "mnist", "models": ["IC-STN-2(b)"], "seeds": [0, 1], "iterations": 20}
+
+
+def write(folder, text_or_doc, name="g"):
+    path = folder / f"{name}.yaml"
+    path.write_text(text_or_doc if isinstance(text_or_doc, str) else yaml.safe_dump(text_or_doc))
+    return path
+
+
+def load(folder, name="g", budget=None, **changes):
+    return grids.load_grid(write(folder, {**BASE, **changes}, name), budget)
+
+
+class TestBudgetOnlyLowers:
+    def test_a_smaller_grid_keeps_its_own_values(self, tmp_path):
+        budget = {"iterations": 300, "seeds": 2, "test_samples": {"mnist": 2000}, "eval_every": 100}
+        grid = load(tmp_path, budget=budget, seeds=[5], test_samples=300, iterations=50, eval_every=10)
+        assert grid["seeds"] == [5] and grid["test_samples"] == 300 and grid["iterations"] == 50 and grid["eval_every"] == 10
+
+    def test_a_larger_grid_is_capped(self, tmp_path):
+        grid = load(tmp_path, budget={"seeds": 2, "test_samples": 2000, "iterations": 300}, seeds=[4, 5, 6], iterations=1000)
+        assert grid["seeds"] == [4, 5] and grid["test_samples"] == 2000 and grid["iterations"] == 300  # all -> 2000
+
+    def test_the_learning_rate_scale_is_recorded(self, tmp_path):
+        grid = load(tmp_path, budget={"lr_scale": {"mnist": 10}}, lr_classifier=0.01)
+        assert grid["lr_scale"] == 10 and grid["lr_classifier"] == pytest.approx(0.1)
+        assert {t["lr_scale"] for t in grids.expand(grid)} == {10.0}
+        assert load(tmp_path, name="h")["lr_scale"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"sigma_px": [float("nan")]}, r"key 'sigma_px.0': bad value nan; allowed: a finite number"),
+        ({"lr_geometric": float("inf")}, r"key 'lr_geometric': bad value inf; allowed: a finite number"),
+        ({"batch_size": 200000}, r"key 'batch_size': bad value 200000; allowed: <= 4096"),
+        ({"iterations": 10**13}, r"key 'iterations': bad value 10000000000000; allowed: <= 10000000"),
+        ({"models": ["IC-STN-99999999(b)"]}, r"key 'models.0': unknown mnist model 'IC-STN-99999999\(b\)'.*1 <= N <= 32"),
+        ({"test_warps": [100]}, r"key 'test_warps.0': bad value 100; allowed: <= 32"),
+        (
+            {"experiment": "planar", "models": ["IC-STN-2"], "noise_warp": "homography"},
+            r"key 'noise_warp': bad value 'homography' for models.0: IC-STN-2 predicts affine warps and cannot undo homography",
+        ),
+    ],
+)
+def test_mistake_named_at_load_time(tmp_path, changes, message):
+    path = write(tmp_path, {**BASE, **changes})
+    with pytest.raises(grids.GridError, match=f"{path}: {message}"):
+        grids.load_grid(path)
+
+
+def test_a_planar_grid_without_noise_warp_names_the_key(tmp_path):
+    path = write(tmp_path, {"experiment": "planar", "models": ["c-STN-1"]})  # the default noise is a homography
+    with pytest.raises(grids.GridError, match=f"{path}: key 'noise_warp': bad value 'homography'.*allowed: .*'affine'"):
+        grids.load_grid(path)
+
+
+def test_max_warps_in_the_schema_is_the_models():
+    doc = yaml.safe_load(grids.SCHEMA_PATH.read_text())
+    assert doc["properties"]["test_warps"]["items"]["maximum"] == models.MAX_WARPS
+
+
+def test_a_key_given_twice(tmp_path):
+    path = write(tmp_path, "experiment: mnist\nmodels: [CNN(b)]\nseeds: [0]\nmodels: [STN(b)]\n")
+    with pytest.raises(grids.GridError, match=rf"{path}: not valid YAML: key 'models' is given twice \(lines 2 and 4\)"):
+        grids.load_grid(path)
+
+
+def test_numbers_in_yaml_1_2_notation(tmp_path):
+    """PyYAML reads 1e-3 as a string; the schema wants numbers there, so they are numbers."""
+    text = (
+        "experiment: mnist\nmodels: [CNN(b)]\nlr_geometric: 1e-4\nlr_classifier: 1E-2\nsigma_px: [3.5e0]\niterations: 2e3\n"
+        "search: {space: {lr_geometric: {low: 1e-5, high: 1e-3}}}\n"
+    )
+    grid = grids.load_grid(write(tmp_path, text))
+    assert grid["lr_geometric"] == 1e-4 and grid["lr_classifier"] == 1e-2 and grid["sigma_px"] == [3.5]
+    assert grid["iterations"] == 2000 and isinstance(grid["iterations"], int)
+    assert grid["search"]["space"]["lr_geometric"] == {"low": 1e-5, "high": 1e-3, "log": True}
+
+
+def test_profile_numbers_in_yaml_1_2_notation():
+    doc = yaml.safe_load("budget: {lr_scale: {mnist: 1e1}, iterations: 3e2}\nray: {cpus_per_trial: 5e-1}\n")
+    config_schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    fixed = schema.coerce_numbers(doc, config_schema)
+    assert fixed == {"budget": {"lr_scale": {"mnist": 10.0}, "iterations": 300}, "ray": {"cpus_per_trial": 0.5}}
+    assert json.dumps(schema.coerce_numbers({"profile": "1e3"}, config_schema)) == '{"profile": "1e3"}'  # a string stays one
+
+
+def test_a_grid_file_name_the_sweep_cannot_carry(tmp_path):
+    path = write(tmp_path, BASE, name="my grid")
+    with pytest.raises(grids.GridError, match="my grid.yaml: a grid's file name may hold letters, digits, '-' and '_' only"):
+        grids.load_grid(path)
+
+
+class TestFigures:
+    def test_a_figure_of_another_experiment(self, tmp_path):
+        grid = load(tmp_path, experiment="planar", models=["IC-STN-2"], noise_warp="affine", figures=["fig8"])
+        with pytest.raises(grids.GridError, match=r"g.yaml: key 'figures.0': bad value 'fig8': fig8 draws the mnist experiment"):
+            figure_owners({"g": grid}, tmp_path)
+
+    def test_a_figure_whose_models_the_grid_lacks(self, tmp_path):
+        grid = load(tmp_path, models=["STN(a)"], figures=["fig8"])
+        lacks = r"fig8 draws \['IC-STN-4\(a\)', 'STN\(a\)'\], and the grid's 'models' lacks \['IC-STN-4\(a\)'\]"
+        with pytest.raises(grids.GridError, match=lacks):
+            figure_owners({"g": grid}, tmp_path)
+
+    def test_an_unknown_figure(self, tmp_path):
+        grid = load(tmp_path, figures=["fig12"])
+        with pytest.raises(grids.GridError, match=r"key 'figures.0': bad value 'fig12'; allowed: \['fig6', 'fig7', 'fig8'"):
+            figure_owners({"g": grid}, tmp_path)
+
+    def test_two_grids_claiming_one_figure(self, tmp_path):
+        a = load(tmp_path, name="a", models=["IC-STN-4(a)", "STN(a)"], figures=["fig8"])
+        b = load(tmp_path, name="b", models=["IC-STN-4(a)", "STN(a)", "CNN(a)"], figures=["fig9", "fig8"])
+        with pytest.raises(grids.GridError, match=r"b.yaml: key 'figures': fig8 is already drawn by grid 'a'"):
+            figure_owners({"a": a, "b": b}, tmp_path)
+
+    def test_the_papers_grids_draw_every_figure_once(self):
+        paper = {p.stem: grids.load_grid(p) for p in grids.discover(REPO / "config" / "grids")}
+        assert sorted(figure_owners(paper)) == sorted(FIGURES)
