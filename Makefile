@@ -23,7 +23,8 @@ setup: $(VENV)/.installed
 
 reproduce: setup
 	snakemake --cores $(CORES) --configfile $(CONFIGFILE) --rerun-incomplete
-	@echo "report: $(CURDIR)/reports/index.html   runs: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "report: $(CURDIR)/reports/index.html"
+	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml)))
 
 lint: setup
 	ruff check .

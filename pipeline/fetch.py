@@ -22,8 +22,10 @@ from pathlib import Path
 import pooch
 
 from pipeline.files import write_json, write_text
+from pipeline.provenance import redact
 
 TIMEOUT_S = 15  # per request; offline, the official source fails at once (no DNS)
+pooch.get_logger().setLevel("WARNING")  # its "Downloading data from <url>" would print credentials; ours is redacted
 
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _GTSRB = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
@@ -49,7 +51,10 @@ DATASETS = tuple(SOURCES)
 
 
 class FetchError(RuntimeError):
-    """A file could not be fetched and verified; the message says what to do."""
+    """A file could not be fetched and verified; the message says what to do (credentials redacted)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 def check_datasets(names: list[str]) -> None:
@@ -115,6 +120,8 @@ def fetch_file(dataset: str, name: str, raw: Path, mirror: str | None, sums: dic
     dest = raw / dataset / name
     base, official = SOURCES[dataset][name]
     accepted = [official] + ([sums[name]] if sums and name in sums else [])
+    verified = origins(dest.parent).get(name, {}).get("sha256")  # verified when it was fetched, from wherever
+    accepted += [f"sha256:{verified}"] if verified else []
     if dest.is_file():
         digests = file_hashes(dest, {k.split(":")[0] for k in accepted} | {"sha256"})
         if any(digests[k.split(":")[0]] == k.split(":")[1] for k in accepted):
@@ -128,9 +135,10 @@ def fetch_file(dataset: str, name: str, raw: Path, mirror: str | None, sums: dic
     for location, known in attempts:
         try:
             _retrieve(location, known, dest)
-            record_origin(dest, location)
-            print(f"fetched {dataset}/{name} from {location}", file=sys.stderr)
-            return dest, file_hash(dest)
+            digest = file_hash(dest)
+            record_origin(dest, location, digest)
+            print(f"fetched {dataset}/{name} from {redact(location)}", file=sys.stderr)
+            return dest, digest
         except Exception as exc:  # the next source may work; report all at the end
             tried.append(f"  {location}: {_describe(exc, location, known)}")
     advice = "" if mirror else "\nNo mirror is set: point ICSTN_DATA_MIRROR (or config data.mirror) at a copy of the files."
@@ -164,12 +172,21 @@ def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None 
     return out
 
 
-def record_origin(dest: Path, location: str) -> None:
-    """Note in ``<raw>/<dataset>/ORIGINS.json`` where a verified file came from (provenance)."""
-    path = dest.parent / "ORIGINS.json"
-    origins = json.loads(path.read_text()) if path.is_file() else {}
-    origins[dest.name] = location
-    write_json(path, origins)
+def origins(folder: Path) -> dict[str, dict]:
+    """``<raw>/<dataset>/ORIGINS.json``: file -> {"from": where it was fetched, "sha256": as verified}."""
+    path = folder / "ORIGINS.json"
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    return {name: v if isinstance(v, dict) else {"from": v} for name, v in found.items()}  # older files: the location only
+
+
+def record_origin(dest: Path, location: str, sha256: str) -> None:
+    """Note where a verified file came from (provenance, credentials redacted) and its digest.
+
+    A file whose digest matches its note stays verified whatever mirror is set later, or none.
+    """
+    found = origins(dest.parent)
+    found[dest.name] = {"from": redact(location), "sha256": sha256}
+    write_json(dest.parent / "ORIGINS.json", found)
 
 
 def main(argv: list[str] | None = None) -> int:

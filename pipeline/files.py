@@ -1,12 +1,14 @@
-"""Writing files so that a reader never sees half of one: a temporary name, then a rename."""
+"""Files a reader never sees half of (a temporary name, then a rename), and locks between processes."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
 @contextmanager
@@ -30,3 +32,35 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=1))
+
+
+def try_lock(path: str | Path) -> IO | None:
+    """``path`` opened and exclusively locked, or None when another process holds it.
+
+    The lock lasts while the file stays open, and the OS drops it when its process dies, however it
+    dies: it tells a live holder from a dead one, which a lock *file* cannot.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a")  # noqa: SIM115 (held open on purpose)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@contextmanager
+def locked(path: str | Path, on_wait=None) -> Iterator[None]:
+    """Hold the lock of ``path`` for the block, waiting (after calling ``on_wait``) while another process holds it."""
+    handle = try_lock(path)
+    if handle is None:
+        if on_wait is not None:
+            on_wait()
+        handle = open(path, "a")  # noqa: SIM115
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        handle.close()

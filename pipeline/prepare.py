@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from icstn.data import LAYOUTS
-from pipeline.fetch import DATASETS, SOURCES, check_datasets, file_hash
+from pipeline.fetch import DATASETS, SOURCES, check_datasets, file_hash, origins
 
 VERSION = 2  # bump when the preprocessing changes, so that old outputs are redone
 
@@ -166,9 +166,6 @@ def _sources(raw: Path, dataset: str) -> dict[str, str]:
     return sources
 
 
-def _origins(folder: Path) -> dict[str, str]:
-    path = folder / "ORIGINS.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def is_current(out: Path, dataset: str, sources: dict[str, str]) -> bool:
@@ -204,7 +201,7 @@ def prepare(dataset: str, raw: str | Path = "data/raw", out: str | Path = "data/
             "counts": {s: int(len(arrays[f"{s}_labels"])) for s in ("train", "test")},
             "class_counts": {s: {str(c): n for c, n in sorted(Counter(arrays[f"{s}_labels"].tolist()).items())} for s in ("train", "test")},
             "image_shape": list(arrays["train_images"].shape[1:]),
-            "fetched_from": _origins(raw / dataset),
+            "fetched_from": {name: o["from"] for name, o in origins(raw / dataset).items()},
             "seconds": round(time.perf_counter() - start, 1),
             **info,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 from functools import cache
 from importlib import metadata
@@ -23,6 +24,14 @@ def git_commit() -> str:
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
+
+
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user name and password of every URL in it replaced: ``https://***@host/...``."""
+    return _USERINFO.sub(r"\1***@", str(text))
 
 
 def versions() -> dict[str, str]:

@@ -19,6 +19,7 @@ def connect(ray_settings: dict) -> bool:
     Returns True when this call started (and so owns) a local runtime.
     """
     import ray
+    from ray._private import ray_constants
 
     if ray.is_initialized():
         return False
@@ -30,6 +31,10 @@ def connect(ray_settings: dict) -> bool:
         except Exception as exc:  # ray raises ConnectionError or RuntimeError depending on how it fails
             raise ConnectionError(f"cannot join the Ray cluster at ray.address={address!r}: {exc}") from None
         return False
+    # A runtime of this machine only: its servers listen on loopback, not every interface. Ray's
+    # local-only mode (its default on macOS and Windows) does that; it reads this flag at import.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
     return True
 

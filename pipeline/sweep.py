@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,10 @@ DEFAULTS = {
     "tracking": {"enabled": True, "uri": None},
     "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2},
 }
+
+
+class SweepInterrupted(RuntimeError):
+    """Trials were stopped before they finished (Ctrl-C, SIGTERM); a rerun resumes them."""
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -97,6 +102,12 @@ def run_ray(trials: list[dict], ctx: dict, settings: dict, tracker, name: str, s
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are named below
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
+    try:
+        check_resources(res)
+    except ValueError:
+        if owned:
+            ray.shutdown()
+        raise
     trainable = tune.with_resources(_tune_trainable, res)
     tune_config = tune.TuneConfig()
     param_space = {"ctx": {**ctx, "threads": res["cpu"]}}
@@ -168,6 +179,17 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, setting
     if track and settings["tracking"]["enabled"]:
         tags = {"profile": settings["profile"], "git_commit": git_commit(), "executor": executor}
         tracker = tracking.Tracker(grid, sweep_key, tags, settings["tracking"]["uri"])
+    try:
+        path = _run(grid, trials, ctx, settings, executor, tracker, Path(out))
+    except BaseException as exc:  # no MLflow run of a failed or interrupted sweep stays RUNNING
+        if tracker is not None:
+            tracker.abort("KILLED" if isinstance(exc, KeyboardInterrupt | SweepInterrupted) else "FAILED")
+        raise
+    return path
+
+
+def _run(grid: dict, trials: list[dict], ctx: dict, settings: dict, executor: str, tracker, out: Path) -> Path:
+    grid_out = Path(ctx["out"])
     start = time.perf_counter()
     summary = {"profile": settings["profile"], "executor": executor}
     if "search" in grid:
@@ -180,8 +202,14 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, setting
     print(f"{grid['name']}: {len(trials)} trials, {len(trials) - len(todo)} already done, {len(todo)} to run", file=sys.stderr, flush=True)
     if todo:
         run_inline(todo, ctx, tracker) if executor == "inline" else run_ray(todo, ctx, settings, tracker, grid["name"])
+    unfinished = [t["key"] for t in trials if read_record(grid_out / "trials" / t["key"]) is None]
+    if unfinished:  # Tune stops its trials on SIGINT and returns as if done
+        raise SweepInterrupted(
+            f"{grid['name']}: interrupted with {len(unfinished)} of {len(trials)} trials unfinished; "
+            "run the same command again to resume them from their checkpoints"
+        )
     df = results.collect(grid_out / "trials", [t["key"] for t in trials], settings["profile"])
-    path = results.write(df, Path(out) / f"{grid['name']}.parquet")
+    path = results.write(df, out / f"{grid['name']}.parquet")
     summary |= {"trials": len(trials), "trained": len(todo), "seconds": round(time.perf_counter() - start, 1)}
     write_json(grid_out / "sweep.json", summary)
     if tracker is not None:
@@ -229,6 +257,22 @@ def check_device(settings: dict, executor: str) -> None:
         )
 
 
+def check_resources(per_trial: dict) -> None:
+    """ValueError, before Tune starts, when no node of the Ray runtime can hold one trial: Tune would wait forever."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for kind, key in (("GPU", "gpu"), ("CPU", "cpu")):
+        want, largest = per_trial[key], max((n.get(kind, 0) for n in nodes), default=0)
+        if want > largest:
+            total = sum(n.get(kind, 0) for n in nodes)
+            raise ValueError(
+                f"config key 'ray.{key}s_per_trial' asks {want:g} {kind}(s) per trial, but the Ray runtime offers {total:g} "
+                f"on {len(nodes)} node(s), at most {largest:g} on one: lower it, or run where there are {kind}s"
+                + (" ('device: cpu' trains without one)" if kind == "GPU" else "")
+            )
+
+
 def check_checkpoint(path: Path) -> None:
     """ValueError naming a checkpoint that exists but cannot be read."""
     if path.is_file():
@@ -251,11 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     executor = args.executor or settings.get("executor", "ray")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a job killed by its scheduler ends like Ctrl-C
     try:
         sweep(args.grid, args.out, args.data, settings, executor, track=not args.no_tracking)
     except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SweepInterrupted) as exc:
+        print(f"interrupted: {exc or 'run the same command again to resume'}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_KEY = "icstn.run_key"
+ADVICE = "fix it, point MLFLOW_TRACKING_URI elsewhere, or run with --no-tracking"
 SWEEP_KEY = "icstn.sweep_key"
 
 
@@ -42,6 +43,58 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def check_sqlite(uri: str) -> None:
+    """Open an sqlite store directly: MLflow would retry an unopenable file for minutes, then print pages."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+    from contextlib import closing
+
+    path = uri[len("sqlite:///") :].split("?")[0]
+    try:
+        with closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("SELECT name FROM sqlite_master").fetchall()
+    except sqlite3.Error as exc:
+        raise TrackingError(f"cannot use the MLflow store {uri}: {exc}; {ADVICE}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(") ", 1)[1] if text.startswith("(") and ") " in text else text  # drop sqlalchemy's "(sqlite3.Error)"
+
+
+def open_store(uri: str):
+    """An MlflowClient on ``uri``, or one TrackingError line naming the store and what is wrong."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    check_reachable(uri)
+    check_sqlite(uri)
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # opens (and for sqlite, creates or migrates) the store
+    except Exception as exc:  # sqlalchemy, sqlite3, REST and MLflow errors alike
+        raise TrackingError(f"cannot use the MLflow store {uri}: {_first_line(exc)}; {ADVICE}") from None
+    return client
+
+
+def experiment(client, name: str) -> str:
+    """The id of experiment ``name``, created if new, set to open on its runs table in the MLflow UI."""
+    try:
+        exp = client.get_experiment_by_name(name)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+    except Exception as exc:
+        raise TrackingError(f"cannot use the MLflow store {client.tracking_uri}: {_first_line(exc)}") from None
+    return experiment_id
+
+
+def runs_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of an experiment's runs table (the UI's default page is its GenAI overview)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
 def member_key(trial: dict, member: dict) -> str:
     return f"{trial['key']}/seed={member['seed']}/sigma={member['sigma_px']:g}"
 
@@ -59,24 +112,14 @@ class Tracker:
     """Records one sweep of one grid. Call ``start_trial``, ``log``, ``finish_trial``."""
 
     def __init__(self, grid: dict, sweep_key: str, tags: dict, uri: str | None = None):
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
         self.uri = tracking_uri(uri)
-        check_reachable(self.uri)
-        mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
+        self.client = open_store(self.uri)
         self.tags = {k: str(v) for k, v in tags.items()}
-        try:
-            exp = self.client.get_experiment_by_name(grid["name"])
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(grid["name"])
-            # the MLflow UI then opens on the runs table, not its GenAI pages
-            self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
-        except Exception as exc:
-            raise TrackingError(f"cannot use the MLflow store {self.uri}: {exc}") from exc
+        self.experiment_id = experiment(self.client, grid["name"])
         found = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_KEY}` = '{sweep_key}'", max_results=1)
         if found:
             self.parent = found[0].info.run_id
+            self.client.update_run(self.parent, "RUNNING")  # a rerun finishes what a failed or killed sweep left
         else:
             run = self.client.create_run(
                 self.experiment_id, tags={SWEEP_KEY: sweep_key, "mlflow.runName": f"sweep {grid['name']}", **self.tags}
@@ -134,6 +177,8 @@ class Tracker:
         from mlflow.entities import Metric
 
         for k, run_id in enumerate(self.runs[trial_key]):
+            if self.client.get_run(run_id).info.status == "FINISHED":
+                continue  # another sweep process finished this trial and recorded it
             member = record["members"][k]
             metrics = [Metric(f"final_{n}", float(v), 0, record["iterations"]) for n, v in member["metrics"].items()]
             metrics += [Metric("test_error_by_warps", float(v), 0, int(n)) for n, v in member.get("test_warps", {}).items()]
@@ -146,6 +191,12 @@ class Tracker:
     def fail_trial(self, trial_key: str) -> None:
         for run_id in self.runs.get(trial_key, []):
             self.client.set_terminated(run_id, "FAILED")
+
+    def abort(self, status: str) -> None:
+        """A sweep that failed (FAILED) or was interrupted (KILLED): no run of it stays RUNNING."""
+        for run_id in [r for ids in self.runs.values() for r in ids] + [self.parent]:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status)
 
     def finish_sweep(self, summary: dict) -> None:
         """Summary as tags (a rerun may overwrite them; params are write-once)."""
@@ -163,3 +214,35 @@ def _tag(key: str, value) -> object:
     from mlflow.entities import RunTag
 
     return RunTag(key, str(value))
+
+
+def print_urls(uri: str | None = None, names: list[str] | None = None) -> int:
+    """Print, per experiment of the store, the URL of its runs table in ``mlflow ui``."""
+    uri = tracking_uri(uri)
+    client = open_store(uri)
+    server = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    found = [e for e in client.search_experiments() if names is None or e.name in names]
+    if server == "http://127.0.0.1:5000":
+        print(f"MLflow runs: start `mlflow ui --backend-store-uri {uri}`, then open")
+    for exp in sorted(found, key=lambda e: e.name):
+        print(f"  {exp.name:<16} {runs_url(exp.experiment_id, server)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Where each experiment's runs are in the MLflow UI.")
+    parser.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--experiments", nargs="*", help="only these (default: every experiment of the store)")
+    args = parser.parse_args(argv)
+    try:
+        return print_urls(args.uri, args.experiments)
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -20,9 +21,10 @@ import torch
 from icstn import data, models
 from icstn.train import Callback, TrainConfig, Trainer
 from pipeline import provenance
-from pipeline.files import atomic, write_json
+from pipeline.files import atomic, locked, write_json
 
 ALIGNMENT_SAMPLES = 8
+CHECKPOINT_EVERY = 10_000  # at most this many steps between checkpoints, however long the run
 
 
 class Reporter:
@@ -72,7 +74,7 @@ def train_config(trial: dict, cuda_graph: bool = True) -> TrainConfig:
         **t,
         cuda_graph=cuda_graph,
         log_every=max(1, iterations // 100),
-        checkpoint_every=max(1, t["eval_every"] or iterations // 5),
+        checkpoint_every=max(1, min(t["eval_every"] or iterations // 5, CHECKPOINT_EVERY)),
         planar_test_samples=trial["test_samples"] or 1000,
     )
 
@@ -82,13 +84,19 @@ def run_trial(trial: dict, ctx: dict, reporter: Reporter | None = None, where: d
 
     ``ctx``: ``data`` (prepared datasets), ``out`` (the grid's output folder), ``device`` and
     optionally ``cuda_graph`` (default True). ``where`` (e.g. the Ray node) is recorded with the
-    provenance.
+    provenance. Two processes never train one trial: the second waits for the first's record.
     """
-    start = time.perf_counter()
-    data_root, device = ctx["data"], ctx["device"]
     trial_dir = Path(ctx["out"]) / "trials" / trial["key"]
     trial_dir.mkdir(parents=True, exist_ok=True)
-    reporter = reporter or Reporter(trial_dir)
+    waiting = lambda: print(f"trial {trial['key']}: another process is training it; waiting", file=sys.stderr, flush=True)  # noqa: E731
+    with locked(trial_dir / ".lock", waiting):
+        return read_record(trial_dir) or _train(trial, ctx, trial_dir, reporter or Reporter(trial_dir), where)
+
+
+def _train(trial: dict, ctx: dict, trial_dir: Path, reporter: Reporter, where: dict | None) -> dict:
+    start = time.perf_counter()
+    data_root, device = ctx["data"], ctx["device"]
+    print(f"trial {trial['key']}: training {len(trial['members'])} model(s)", file=sys.stderr, flush=True)
     dataset, split = load_dataset(trial, data_root)
     model_cfg = models.get_config(trial["experiment"], trial["model"])
     seeds = [m["seed"] for m in trial["members"]]
@@ -124,6 +132,7 @@ def run_trial(trial: dict, ctx: dict, reporter: Reporter | None = None, where: d
         **{k: v for k, v in trial.items() if k != "members"},
         "split": split,
         "iterations": trainer.step,
+        "test_samples_used": len(trainer.test_set()[0]),
         "device": provenance.device_name(device),
         "fast_path": {
             "models_per_step": trainer.k,

@@ -30,6 +30,7 @@ def cluster():
     """Head and worker node, each with 1 CPU and its own resource label; stopped afterwards."""
     env = {**os.environ, "RAY_AUTH_MODE": "token"}  # `ray start` clusters require the token (~/.ray/auth_token)
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # a multi-node cluster, not local-only
     port = free_port()
     common = ["--num-cpus=1", "--disable-usage-stats"]
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", '--resources={"head_node": 1}', *common],

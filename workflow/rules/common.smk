@@ -2,16 +2,39 @@
 # Each is validated here, so a mistake stops the workflow before any job starts.
 import json
 import os
+import sys
 from pathlib import Path
 
+from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
+from pipeline.report.figures import FIGURES, figure_owners
 
 GRIDS = {p.stem: load_grid(p) for p in discover(config["grids"])}
-FIGURE_GRID = {fig: name for name, g in GRIDS.items() for fig in g.get("figures", [])}
+# every figure a grid asks for can be drawn from it, and no two grids claim one figure
+FIGURE_GRID = figure_owners(GRIDS, config["grids"])
 RAW, PROCESSED = config["data"]["raw"], config["data"]["processed"]
 RESULTS, REPORTS = config["results"], config["reports"]
-MIRROR = os.environ.get("ICSTN_DATA_MIRROR") or config["data"].get("mirror") or ""
+# The mirror reaches the fetch jobs through their environment, not their command line: where a
+# verified file came from is provenance, so changing the mirror reruns nothing.
+if config["data"].get("mirror") and not os.environ.get("ICSTN_DATA_MIRROR"):
+    os.environ["ICSTN_DATA_MIRROR"] = config["data"]["mirror"]
 ENV = "../../environment.yml"  # for --use-conda; the Makefile's .venv serves otherwise
+
+
+def claim_driver(folder=".snakemake"):
+    """Hold an OS lock for as long as this driver lives. Holding it proves that no other driver of
+    this directory is alive, so Snakemake's own lock files, which outlive a killed driver, are stale:
+    they go, and a rerun works. A live driver keeps its lock, and Snakemake refuses a second run."""
+    held = try_lock(Path(folder) / "icstn-driver.lock")
+    stale = sorted(Path(folder, "locks").glob("*.lock")) if held else []
+    for path in stale:
+        path.unlink()
+    if stale:
+        print(f"removed {len(stale)} lock file(s) of a driver that is no longer running", file=sys.stderr)
+    return held
+
+
+DRIVER = claim_driver() if workflow.is_main_process else None
 
 
 def parent(path, levels=1):
@@ -43,4 +66,4 @@ def sweep_settings(wildcards, threads):
 
 wildcard_constraints:
     grid="|".join(GRIDS) or "no-grid",
-    fig="fig[0-9]+",
+    fig="|".join(FIGURES),

@@ -7,9 +7,8 @@ rule fetch:
         ENV
     params:
         raw=lambda wildcards, output: parent(output[0], 2),
-        mirror=f"--mirror {MIRROR}" if MIRROR else "",
     shell:
-        "python -m pipeline.fetch {wildcards.dataset} --raw {params.raw} {params.mirror} 2>&1 | tee {log}"
+        "python -m pipeline.fetch {wildcards.dataset:q} --raw {params.raw:q} 2>&1 | tee {log:q}"
 
 
 rule prepare:
@@ -25,4 +24,4 @@ rule prepare:
         raw=lambda wildcards, input: parent(input[0], 2),
         processed=lambda wildcards, output: parent(output[0], 2),
     shell:
-        "python -m pipeline.prepare {wildcards.dataset} --raw {params.raw} --out {params.processed} 2>&1 | tee {log}"
+        "python -m pipeline.prepare {wildcards.dataset:q} --raw {params.raw:q} --out {params.processed:q} 2>&1 | tee {log:q}"

@@ -12,8 +12,8 @@ rule table:
     params:
         out=lambda wildcards, output: parent(output[0]),
     shell:
-        "python -m pipeline.report.tables --results {input.results} --grid {input.grid}"
-        " --paper {input.paper} --out {params.out} 2>&1 | tee {log}"
+        "python -m pipeline.report.tables --results {input.results:q} --grid {input.grid:q}"
+        " --paper {input.paper:q} --out {params.out:q} 2>&1 | tee {log:q}"
 
 
 rule grid_figure:
@@ -33,7 +33,7 @@ rule grid_figure:
     params:
         out=lambda wildcards, output: parent(output[0]),
     shell:
-        "python -m pipeline.report.figures --results {input.results} --out {params.out} --summary 2>&1 | tee {log}"
+        "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary 2>&1 | tee {log:q}"
 
 
 rule paper_figure:
@@ -55,8 +55,8 @@ rule paper_figure:
         out=lambda wildcards, output: parent(output[0]),
         processed=lambda wildcards, input: parent(input.data, 2),
     shell:
-        "python -m pipeline.report.figures --results {input.results} --data {params.processed}"
-        " --out {params.out} --figures {wildcards.fig} 2>&1 | tee {log}"
+        "python -m pipeline.report.figures --results {input.results:q} --data {params.processed:q}"
+        " --out {params.out:q} --figures {wildcards.fig:q} 2>&1 | tee {log:q}"
 
 
 rule report:
@@ -83,5 +83,5 @@ rule report:
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
     shell:
-        "python -m pipeline.report.html --results {input.results} --grids {params.grids} --data {params.processed}"
-        " --figures {params.figures} --tables {params.tables} --paper {input.paper} --out {output} 2>&1 | tee {log}"
+        "python -m pipeline.report.html --results {input.results:q} --grids {params.grids:q} --data {params.processed:q}"
+        " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --out {output:q} 2>&1 | tee {log:q}"

@@ -14,5 +14,5 @@ rule sweep:
         processed=lambda wildcards, input: parent(input.data, 2),
         settings=sweep_settings,
     shell:
-        "python -m pipeline.sweep --grid {input.grid} --out {params.results} --data {params.processed}"
-        " --settings '{params.settings}' 2>&1 | tee {log}"
+        "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
+        " --settings {params.settings:q} 2>&1 | tee {log:q}"
