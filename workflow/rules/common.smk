@@ -24,13 +24,17 @@ ENV = "../../environment.yml"  # for --use-conda; the Makefile's .venv serves ot
 def claim_driver(folder=".snakemake"):
     """Hold an OS lock for as long as this driver lives. Holding it proves that no other driver of
     this directory is alive, so Snakemake's own lock files, which outlive a killed driver, are stale:
-    they go, and a rerun works. A live driver keeps its lock, and Snakemake refuses a second run."""
+    they go, and a rerun works. A live driver keeps its lock, and Snakemake refuses a second run.
+    """
     held = try_lock(Path(folder) / "icstn-driver.lock")
     stale = sorted(Path(folder, "locks").glob("*.lock")) if held else []
     for path in stale:
         path.unlink()
     if stale:
-        print(f"removed {len(stale)} lock file(s) of a driver that is no longer running", file=sys.stderr)
+        print(
+            f"removed {len(stale)} lock file(s) of a driver that is no longer running",
+            file=sys.stderr,
+        )
     return held
 
 
