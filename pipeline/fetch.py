@@ -153,6 +153,13 @@ def _describe(exc: Exception, location: str, known: str) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def default_mirror(mirror: str | None) -> None:
+    """Make ``mirror`` (the config's data.mirror) the mirror of this process and its jobs, unless
+    ICSTN_DATA_MIRROR already names one."""
+    if mirror and not os.environ.get("ICSTN_DATA_MIRROR"):
+        os.environ["ICSTN_DATA_MIRROR"] = mirror
+
+
 def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None = None) -> dict[str, dict[str, str]]:
     """Fetch and verify every file of ``datasets``; returns dataset -> {file: SHA-256}."""
     check_datasets(datasets)

@@ -1,10 +1,10 @@
 # Grids are discovered from config['grids']: a new file is a new sweep, table and figure.
 # Each is validated here, so a mistake stops the workflow before any job starts.
 import json
-import os
 import sys
 from pathlib import Path
 
+from pipeline.fetch import default_mirror
 from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
@@ -16,8 +16,7 @@ RAW, PROCESSED = config["data"]["raw"], config["data"]["processed"]
 RESULTS, REPORTS = config["results"], config["reports"]
 # The mirror reaches the fetch jobs through their environment, not their command line: where a
 # verified file came from is provenance, so changing the mirror reruns nothing.
-if config["data"].get("mirror") and not os.environ.get("ICSTN_DATA_MIRROR"):
-    os.environ["ICSTN_DATA_MIRROR"] = config["data"]["mirror"]
+default_mirror(config["data"].get("mirror"))
 ENV = "../../environment.yml"  # for --use-conda; the Makefile's .venv serves otherwise
 
 
