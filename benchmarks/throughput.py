@@ -33,8 +33,10 @@ from pathlib import Path
 import torch
 
 from icstn import models
-from icstn.data import LAYOUTS, synthetic
-from icstn.train import GRAPH_WARMUP, TrainConfig, Trainer
+from icstn.data import synthetic
+from icstn.experiments import EXPERIMENTS
+from icstn.step import GRAPH_WARMUP
+from icstn.train import TrainConfig, Trainer
 
 MODES = ("eager", "graph", "batched", "batched+graph")
 FAST_PATH = {"cpu": "batched", "cuda": "batched+graph"}  # what the pipeline trains with, per device type
@@ -107,24 +109,25 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
     import yaml
 
     from pipeline import grids
+    from pipeline.settings import models_per_trial
 
     settings = yaml.safe_load(config.read_text())
     if overlay is not None:
         settings |= yaml.safe_load(overlay.read_text())
-    pack = grids.models_per_trial(settings.get("pack", "auto"), device)
+    pack = models_per_trial(settings.get("pack", "auto"), device)
     rates, total = {}, 0.0
     for path in grids.discover(settings.get("grids") or config.parent / "grids"):
         grid = grids.load_grid(path, settings.get("budget") or {})
         data, hours = synthetic(grid["experiment"]), 0.0
         for trial in grids.expand(grid, pack):
-            key = (grid["experiment"], trial["model"], len(trial["members"]), grid["batch_size"])
+            key = (grid["experiment"], trial.model, len(trial.members), grid["batch_size"])
             if key not in rates:
-                cfg = models.get_config(grid["experiment"], trial["model"])
+                cfg = models.get_config(grid["experiment"], trial.model)
                 rates[key] = rate(trainers_for(cfg, data, key[2], "batched+graph", device, key[3]), steps, warmup)
                 emit(
                     {"project": grid["name"], "experiment": key[0], "model": key[1], "k": key[2], "model_iters_per_s": round(rates[key], 2)}
                 )
-            hours += grid["iterations"] * len(trial["members"]) / rates[key] / 3600
+            hours += grid["iterations"] * len(trial.members) / rates[key] / 3600
         total += hours
         emit(
             {
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
-    parser.add_argument("--experiment", choices=sorted(LAYOUTS), default="mnist")
+    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), default="mnist")
     parser.add_argument("--model", default="IC-STN-4(a)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", nargs="+", choices=MODES, help="default: the device's fast path (CPU: batched; CUDA: batched+graph)")

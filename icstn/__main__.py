@@ -10,15 +10,8 @@ import argparse
 import json
 import sys
 
-from icstn import data, models
+from icstn import data, experiments, models
 from icstn.train import TrainConfig, Trainer
-
-# What the paper (or, where it is silent, the released code) uses per experiment.
-DEFAULTS = {
-    "planar": dict(noise_warp="affine", sigma=7.5, lr_geometric=3e-5, lr_classifier=0.0),
-    "mnist": dict(noise_warp="homography", sigma=3.5, lr_geometric=1e-4, lr_classifier=1e-2),
-    "gtsrb": dict(noise_warp="homography", sigma=3.5, lr_geometric=1e-5, lr_classifier=1e-3),
-}
 
 
 def cmd_models(args) -> int:
@@ -34,7 +27,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    d = DEFAULTS[args.experiment]
+    d = experiments.get(args.experiment).defaults  # what the paper (or the released code) uses
     cfg = models.get_config(args.experiment, args.model)
     train_cfg = TrainConfig(
         iterations=args.iterations,
@@ -44,7 +37,7 @@ def cmd_train(args) -> int:
         noise_warp=args.noise_warp or d["noise_warp"],
     )
     dataset = data.load(args.data, args.experiment).subsample_test(args.test_samples)
-    sigma = args.sigma if args.sigma is not None else d["sigma"]
+    sigma = args.sigma if args.sigma is not None else d["sigma_px"]
     trainer = Trainer(cfg, train_cfg, dataset, args.seeds, [sigma] * len(args.seeds), args.device)
     results = trainer.fit(progress=True)
     for seed, row in zip(args.seeds, results):
@@ -60,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("models", help="list every paper variant with its capacity")
     p.add_argument("--format", choices=["table", "csv"], default="table")
     p = sub.add_parser("train", help="train and evaluate one model (several seeds at once)")
-    p.add_argument("--experiment", choices=models.EXPERIMENTS, required=True)
+    p.add_argument("--experiment", choices=list(experiments.EXPERIMENTS), required=True)
     p.add_argument("--model", required=True, help="paper name, e.g. 'IC-STN-4(a)'")
     p.add_argument("--data", default="data/processed", help="prepared datasets (python -m pipeline.prepare)")
     p.add_argument("--iterations", type=int, default=1000)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
-from icstn import warps
+from icstn import experiments, warps
 
 SPLITS = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -118,35 +117,19 @@ def load(root: str | Path, name: str) -> Dataset:
     return Dataset(name, **arrays, ref=ref, normalize=manifest.get("normalize", "unit"), manifest=manifest)
 
 
-class Layout(NamedTuple):
-    """How a prepared dataset is laid out (``pipeline.prepare`` writes it so)."""
-
-    channels: int
-    height: int
-    width: int
-    num_classes: int
-    normalize: str
-    box: tuple[int, int, int, int] | None  # x0, y0, x1, y1: the sample's box in the source, pixels
-
-
-LAYOUTS = {
-    "mnist": Layout(1, 28, 28, 10, "unit", None),
-    "gtsrb": Layout(3, 50, 50, 43, "standardize", (7, 7, 43, 43)),  # 50x50 images, the central 36x36 box
-    "planar": Layout(1, 180, 240, 0, "standardize", (90, 25, 150, 85)),  # the halved cat, the kitten's face
-}
-
-
 def synthetic(experiment: str, n: int = 2000, seed: int = 0) -> Dataset:
     """Random uint8 images and labels shaped like prepared dataset ``experiment``.
 
     For benchmarks and device checks: a step's cost does not depend on the pixels, and nothing
-    needs fetching. The planar experiment keeps its single image.
+    needs fetching. An alignment experiment keeps its single image.
     """
-    c, h, w, classes, normalize, box = LAYOUTS[experiment]
-    n = 1 if experiment == "planar" else n
+    exp = experiments.get(experiment)
+    lay = exp.layout
+    n = 1 if exp.is_alignment else n
     g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
-    labels = torch.randint(0, max(classes, 1), (n,), generator=g)
-    ref = warps.box_matrix(*box, size=(h, w)) if box else None
+    images = torch.randint(0, 256, (n, lay.channels, lay.height, lay.width), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, max(exp.num_classes, 1), (n,), generator=g)
+    ref = warps.box_matrix(*lay.box, size=(lay.height, lay.width)) if lay.box else None
     test = slice(0, min(n, 200))
-    return Dataset(experiment, images, labels, images[test], labels[test], ref, normalize, {"num_classes": classes, "synthetic": True})
+    manifest = {"num_classes": exp.num_classes, "synthetic": True}
+    return Dataset(experiment, images, labels, images[test], labels[test], ref, lay.normalize, manifest)

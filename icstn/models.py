@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from icstn import warps
+from icstn import experiments, warps
 from icstn.layers import StackedNet
 
 FAMILIES = ("cnn", "stn", "cstn", "icstn")
@@ -145,50 +145,21 @@ def capacity(cfg: ModelConfig) -> int:
     return sum(t.numel() for t in AlignNet(cfg, [0]).parameters())
 
 
-# --- the registry: every row of Tables 1-3, named as in the paper -------------------------
-
-_MNIST_CLS = "conv(9x9;3)-FC(10)"
-_MNIST_GEO_A = "conv(7x7;4)-conv(7x7;8)-P-FC(48)-FC(8)"
-_GTSRB_CLS = "conv(7x7;6)-conv(7x7;12)-P-FC(43)"
-_GTSRB_GEO = "conv(7x7;6)-conv(7x7;24)-FC(8)"
+# --- the registry: every row of Tables 1-3, named as in the paper (icstn.experiments) -----
 
 
-def _registry() -> dict[tuple[str, str], ModelConfig]:
-    mnist = ModelConfig("", "mnist", "cnn", _MNIST_CLS)
-    gtsrb = ModelConfig("", "gtsrb", "cnn", _GTSRB_CLS, channels=3, size=36, num_classes=43, init="he")
-    planar = ModelConfig("", "planar", "icstn", None, "FC(6)", warp="affine", size=50, num_classes=0, init="he")
-    rows = [
-        replace(planar, name="c-STN-1", n_warps=1),
-        *(replace(planar, name=f"IC-STN-{n}", n_warps=n) for n in (2, 3, 4, 6)),
-        replace(mnist, name="CNN(a)", classifier="conv(3x3;3)-conv(3x3;6)-P-conv(3x3;9)-conv(3x3;12)-FC(48)-FC(10)"),
-        replace(mnist, name="STN(a)", family="stn", predictor=_MNIST_GEO_A, n_warps=1),
-        replace(mnist, name="c-STN-1(a)", family="cstn", predictor=_MNIST_GEO_A, n_warps=1),
-        replace(mnist, name="c-STN-2(a)", family="cstn", predictor="conv(9x9;4)-FC(8)", n_warps=2),
-        replace(mnist, name="c-STN-4(a)", family="cstn", predictor="FC(8)", n_warps=4),
-        replace(mnist, name="IC-STN-2(a)", family="icstn", predictor=_MNIST_GEO_A, n_warps=2),
-        replace(mnist, name="IC-STN-4(a)", family="icstn", predictor=_MNIST_GEO_A, n_warps=4),
-        replace(mnist, name="CNN(b)", classifier="conv(9x9;2)-conv(9x9;4)-FC(32)-FC(10)"),
-        replace(mnist, name="STN(b)", family="stn", predictor="FC(8)", n_warps=1),
-        replace(mnist, name="c-STN-1(b)", family="cstn", predictor="FC(8)", n_warps=1),
-        replace(mnist, name="IC-STN-2(b)", family="icstn", predictor="FC(8)", n_warps=2),
-        replace(mnist, name="IC-STN-4(b)", family="icstn", predictor="FC(8)", n_warps=4),
-        replace(gtsrb, name="CNN", classifier="conv(7x7;6)-conv(7x7;12)-P-conv(7x7;24)-FC(200)-FC(43)"),
-        replace(gtsrb, name="STN", family="stn", predictor=_GTSRB_GEO, n_warps=1),
-        replace(gtsrb, name="c-STN-1", family="cstn", predictor=_GTSRB_GEO, n_warps=1),
-        replace(gtsrb, name="IC-STN-2", family="icstn", predictor=_GTSRB_GEO, n_warps=2),
-        replace(gtsrb, name="IC-STN-4", family="icstn", predictor=_GTSRB_GEO, n_warps=4),
-    ]
-    return {(m.experiment, m.name): m for m in rows}
+def _config(exp: experiments.Experiment, v: experiments.Variant) -> ModelConfig:
+    return ModelConfig(
+        v.name, exp.name, v.family, v.classifier, v.predictor, v.n_warps,
+        exp.warp, exp.layout.channels, exp.sample_size, exp.num_classes, exp.init,
+    )  # fmt: skip
 
 
-REGISTRY = _registry()
-EXPERIMENTS = ("planar", "mnist", "gtsrb")
+REGISTRY = {(e.name, v.name): _config(e, v) for e in experiments.EXPERIMENTS.values() for v in e.variants}
 
 
 def model_names(experiment: str) -> list[str]:
-    if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; allowed: {list(EXPERIMENTS)}")
-    return [name for (exp, name) in REGISTRY if exp == experiment]
+    return [v.name for v in experiments.get(experiment).variants]
 
 
 _ICSTN_N = re.compile(r"IC-STN-(\d+)(\([ab]\))?")

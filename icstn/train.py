@@ -14,21 +14,25 @@ device draw the same numbers. ``TrainConfig(cuda_graph=False, tf32=False)`` is t
                       seeds=[0, 1], sigmas=[3.5, 3.5])
     trainer.fit()
     trainer.evaluate()   # one dict of metrics per model
+
+The trainer runs the fit loop and its callbacks; its parts are a ``Sampler`` (what every model
+sees, ``icstn.sampling``), a ``TrainStep`` (the step, and its CUDA graph, ``icstn.step``), an
+``Evaluator`` (``icstn.evaluate``) and its checkpoints (``icstn.checkpoint``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from icstn import metrics, noise, rng, warps
+from icstn import checkpoint, noise
 from icstn.data import Dataset
+from icstn.evaluate import Evaluator
 from icstn.models import AlignNet, ModelConfig, check_noise
+from icstn.sampling import Sampler
+from icstn.step import TrainStep
 
 
 @dataclass
@@ -46,10 +50,6 @@ class TrainConfig:
     planar_test_samples: int = 1000  # test perturbations of the single planar image
     cuda_graph: bool = True  # CUDA only: capture the whole step once, replay it
     tf32: bool = True  # CUDA only: TF32 matmuls and convolutions
-
-
-#: Eager steps before a CUDA graph is captured (cuDNN autotuning and lazy initialisation).
-GRAPH_WARMUP = 3
 
 
 class Callback:
@@ -91,135 +91,32 @@ class Trainer:
                 {"params": groups["classifier"], "lr": cfg.lr_classifier},
             ]
         )
-        self._seed_t = torch.tensor(self.seeds, dtype=torch.long, device=self.device)  # (K,)
-        self._step_t = torch.zeros((), dtype=torch.long, device=self.device)  # the graph advances it
-        self.sigma_units = torch.tensor([noise.px_to_canonical(s, model_cfg.size) for s in sigmas], device=self.device)  # (K,)
+        self.sampler = Sampler(model_cfg, cfg.noise_warp, self.data, self.seeds, self.sigmas, self.device)
+        self.stepper = TrainStep(self.model, self.opt, self.sampler, cfg.batch_size, cfg.cuda_graph, cfg.tf32)
+        self.evaluator = Evaluator(self.model, self.sampler, cfg.eval_seed, cfg.planar_test_samples, cfg.eval_batch)
         self.step = 0
         self.losses: list[tuple[int, list[float]]] = []  # the training-loss curve
-        self._test = None
-        self.graphed = self.device.type == "cuda" and cfg.cuda_graph
-        self._graph, self._graph_losses, self._warm = None, None, 0
 
     @property
     def k(self) -> int:
         return len(self.seeds)
 
     @property
-    def planar(self) -> bool:
-        return self.model_cfg.classifier is None
-
-    # --- data -----------------------------------------------------------------------------
-    def _perturbations(self, z: torch.Tensor) -> torch.Tensor:
-        """Unit corner noise (K, B, 4, 2) -> perturbation warps (K, B, D) in the model's family."""
-        disp = self.sigma_units.view(-1, 1, 1, 1) * z
-        p = noise.corners_to_params(disp.flatten(0, 1), self.cfg.noise_warp)
-        if self.cfg.noise_warp != self.model_cfg.warp:
-            p = warps.mat2vec(warps.vec2mat(p, self.cfg.noise_warp), self.model_cfg.warp)
-        return p.view(*z.shape[:2], -1)
-
-    def _source(self, images: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-        """Float source images for indices idx (K, B) -> (K, B, C, H, W); the planar image (idx None): (1, 1, C, H, W)."""
-        if idx is None:  # every sample warps the same source
-            return self.data.images(images[:1]).unsqueeze(0)
-        return self.data.images(images[idx])
-
-    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """The current step's batch of every model: source (K, B, C, H, W), labels (K, B), p (K, B, D).
-
-        The planar experiment draws perturbations only: its source is the one image (1, 1, C, H, W)
-        and it has no labels (None).
-        """
-        b = self.cfg.batch_size
-        z = noise.unit_noise(self._seed_t, self._step_t, b, rng.NOISE)  # (K, B, 4, 2)
-        if self.planar:
-            return self._source(self.data.train_images, None), None, self._perturbations(z)
-        idx = rng.randint(len(self.data.train_labels), self._seed_t, self._step_t, (b,), rng.BATCH)  # (K, B), with replacement
-        return self._source(self.data.train_images, idx), self.data.train_labels[idx], self._perturbations(z)
-
-    def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices (N,) and fixed perturbations (K, N, D) of the test set, from ``eval_seed``.
-
-        Every model sees the same unit noise, scaled by its own sigma.
-        """
-        if self._test is None:
-            n = self.cfg.planar_test_samples if self.planar else len(self.data.test_labels)
-            seed = torch.tensor([self.cfg.eval_seed], device=self.device)
-            z = noise.unit_noise(seed, 0, n, rng.TEST).expand(self.k, -1, -1, -1)  # (K, N, 4, 2)
-            idx = torch.zeros(n, dtype=torch.long, device=self.device) if self.planar else torch.arange(n, device=self.device)
-            self._test = idx, self._perturbations(z)
-        return self._test
+    def graphed(self) -> bool:
+        """Whether the step is captured in a CUDA graph."""
+        return self.stepper.graphed
 
     # --- training -------------------------------------------------------------------------
-    def loss(self, out, labels: torch.Tensor | None) -> torch.Tensor:
-        """Per-model loss (K,): cross-entropy, or for planar the L2 warp-parameter error."""
-        if self.planar:
-            return out.p.pow(2).sum(-1).mean(-1)  # the ground truth is the identity, p = 0
-        return F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), reduction="none").view(self.k, -1).mean(-1)
-
-    def _step(self) -> torch.Tensor:
-        """Sample, forward, backward, update: static shapes and no host sync, so that a CUDA graph
-        can capture it. Gradients must be None before it (zero_grad(set_to_none=True))."""
-        source, labels, p = self.sample_batch()
-        losses = self.loss(self.model(source, p, self.data.ref), labels)
-        losses.sum().backward()  # models share no weights: each gets its own gradient
-        self.opt.step()
-        self._step_t += 1
-        return losses.detach()
+    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The current step's batch of every model: source (K, B, C, H, W), labels (K, B), p (K, B, D)."""
+        return self.sampler.batch(self.stepper.step_t, self.cfg.batch_size)
 
     def train_step(self) -> torch.Tensor:
-        """One SGD step of every model; returns the per-model losses (K,).
-
-        With a CUDA graph, the first GRAPH_WARMUP steps run eagerly on a side stream, the next
-        one captures the step, and every step replays it. The returned tensor is then the
-        graph's output, overwritten by the next step: copy it to keep it.
-        """
-        if self._graph is None:
-            self._set_precision()  # a replay keeps what its capture had
-        if self.graphed and self._graph is None and self._warm >= GRAPH_WARMUP:
-            self._capture()
-        if self._graph is not None:
-            self._graph.replay()
-            losses = self._graph_losses
-        else:
-            with self._warmup_stream():
-                self.opt.zero_grad(set_to_none=True)
-                losses = self._step()
-            self._warm += 1
+        """One SGD step of every model; returns the per-model losses (K,) (with a CUDA graph, its
+        output, overwritten by the next step: copy it to keep it)."""
+        losses = self.stepper()
         self.step += 1
         return losses
-
-    def _set_precision(self) -> None:
-        """This trainer's float32 precision on CUDA (process-wide flags, so set before its steps)."""
-        if self.device.type == "cuda":
-            precision = "tf32" if self.cfg.tf32 else "ieee"
-            torch.backends.cuda.matmul.fp32_precision = precision
-            torch.backends.cudnn.conv.fp32_precision = precision
-            torch.backends.cudnn.benchmark = True  # static shapes: autotune each convolution once
-
-    @contextlib.contextmanager
-    def _warmup_stream(self):
-        """Eager steps before a capture run on a side stream, as CUDA graphs require."""
-        if not self.graphed:
-            yield
-            return
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            yield
-        torch.cuda.current_stream(self.device).wait_stream(side)
-
-    def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        self.opt.zero_grad(set_to_none=True)  # backward in the capture allocates static gradients
-        try:
-            with torch.cuda.graph(graph):
-                self._graph_losses = self._step()
-        except RuntimeError as exc:
-            raise RuntimeError(
-                f"capturing the {self.model_cfg.name} training step in a CUDA graph failed ({exc}); "
-                "TrainConfig(cuda_graph=False) (the workflow's config key cuda_graph: false) trains it eagerly, with the same results"
-            ) from exc
-        self._graph = graph
 
     def fit(self, progress: bool = False) -> list[dict]:
         """Train to ``cfg.iterations`` (from the current step) and return the final evaluation."""
@@ -252,101 +149,34 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_eval(self, self.step, results)
 
-    # --- evaluation -----------------------------------------------------------------------
-    def _test_batches(self, n_warps: int | None = None, keep_steps: bool = False):
-        """Yield (indices (B,), model output) over the fixed test perturbation."""
-        idx, p_test = self.test_set()
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad():
-            for i in range(0, len(idx), self.cfg.eval_batch):
-                sl = slice(i, i + self.cfg.eval_batch)
-                source = self._source(self.data.test_images, None if self.planar else idx[sl].expand(self.k, -1))
-                yield idx[sl], p_test[:, sl], self.model(source, p_test[:, sl], self.data.ref, n_warps, keep_steps)
-        self.model.train(was_training)
+    # --- evaluation (icstn.evaluate) ------------------------------------------------------
+    def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices (N,) and fixed perturbations (K, N, D) of the test set, from ``eval_seed``."""
+        return self.evaluator.test_set()
 
     def evaluate(self, n_warps: int | None = None) -> list[dict]:
-        """Test metrics of every model on the fixed perturbation, one dict per model.
-
-        Classification: ``test_error`` (%). Planar: ``test_error`` is the mean corner error in
-        pixels of the 50x50 sample, with ``baseline_error`` that of the unaligned input.
-        """
-        totals = torch.zeros(3, self.k, dtype=torch.float64, device=self.device)
-        count = 0
-        for idx, p_init, out in self._test_batches(n_warps):
-            if self.planar:
-                size, warp = self.model_cfg.size, self.model_cfg.warp
-                totals[0] += metrics.corner_error_px(out.p, warp, size).sum(-1)
-                totals[1] += metrics.corner_error_px(p_init, warp, size).sum(-1)
-                totals[2] += out.p.pow(2).sum(-1).sum(-1)
-            else:
-                labels = self.data.test_labels[idx]
-                totals[0] += metrics.errors(out.logits, labels) * 100.0
-                totals[2] += F.cross_entropy(out.logits.flatten(0, 1), labels.repeat(self.k), reduction="none").view(self.k, -1).sum(-1)
-            count += len(idx)
-        totals /= count
-        results = []
-        for k in range(self.k):
-            row = {"test_error": totals[0, k].item(), "test_loss": totals[2, k].item()}
-            if self.planar:
-                row["baseline_error"] = totals[1, k].item()
-            results.append(row)
-        return results
+        """Test metrics of every model on the fixed perturbation, one dict per model (see Evaluator)."""
+        return self.evaluator.evaluate(n_warps)
 
     def alignment(self, n: int, n_warps: int | None = None) -> torch.Tensor:
         """The first n test samples through the warps: (K, T, n, C, S, S), T = 1 + warps applied."""
-        batches = self._test_batches(n_warps, keep_steps=True)
-        _, _, out = next(batches)
-        batches.close()
-        return torch.stack([s[:, :n] for s in out.steps], 1).cpu()
+        return self.evaluator.alignment(n, n_warps)
 
     def class_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-class mean and variance of the final aligned test images, each (K, classes, C, S, S)."""
-        s = self.model_cfg.size
-        moments = metrics.ClassMoments(self.k, self.model_cfg.num_classes, (self.model_cfg.channels, s, s), self.device)
-        for idx, _, out in self._test_batches(keep_steps=True):
-            moments.update(out.steps[-1], self.data.test_labels[idx])
-        mean, var = moments.result()
-        return mean.cpu(), var.cpu()
+        return self.evaluator.class_moments()
 
-    # --- checkpoints ----------------------------------------------------------------------
+    # --- checkpoints (icstn.checkpoint) ---------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "step": self.step,
-            "seeds": self.seeds,
-            "sigmas": self.sigmas,
-            "losses": self.losses,
-            "train_config": asdict(self.cfg),
-            "model_name": self.model_cfg.name,
-        }
+        return checkpoint.state_dict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        if state["seeds"] != self.seeds or state["sigmas"] != self.sigmas or state["model_name"] != self.model_cfg.name:
-            raise ValueError(
-                f"checkpoint is of {state['model_name']} seeds {state['seeds']} sigmas {state['sigmas']}, "
-                f"not {self.model_cfg.name} seeds {self.seeds} sigmas {self.sigmas}"
-            )
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.step, self.losses = state["step"], [tuple(x) for x in state["losses"]]
-        self._step_t.fill_(self.step)  # the draws are a function of the step: nothing else to restore
-        self._graph, self._warm = None, 0  # capture again, with what was loaded
+        checkpoint.load_state_dict(self, state)
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        return checkpoint.save(self, path)
 
     def load(self, path: str | Path) -> None:
         """Resume from a checkpoint; a corrupt file raises ValueError naming it."""
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # torch raises several types for a damaged file
-            raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it to start over") from exc
-        self.load_state_dict(state)
+        checkpoint.load(self, path)

@@ -1,6 +1,6 @@
 """Grid files -> validated dicts -> trials.
 
-A grid (``config/grids/<name>.yaml``, schema ``workflow/schemas/grid.schema.yaml``) says what to
+A grid (``config/grids/<name>.yaml``, schema ``pipeline/grid.schema.yaml``) says what to
 train. A profile's ``budget`` (config.yaml / quick.yaml) then caps iterations, seeds and the
 test set, so that the paper and quick profiles run the *same* grids. Every mistake is reported
 before anything runs, naming the file, the key, the bad value and what is allowed.
@@ -9,25 +9,36 @@ before anything runs, naming the file, the key, the bad value and what is allowe
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import re
+from functools import cache
 from pathlib import Path
 
 import yaml
 
-from icstn import models
+from icstn import experiments, models
 from pipeline import schema
 from pipeline.schema import SchemaError
+from pipeline.trial import TRAIN_KEYS, Member, Trial
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "grid.schema.yaml"
-TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "eval_every")
+SCHEMA_PATH = Path(__file__).with_name("grid.schema.yaml")  # shipped with the package
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # a grid's name is its file's stem: a sweep, an experiment, file names
 
 
 class GridError(SchemaError):
     """A grid file is malformed; the message names the file, the key and what is allowed."""
+
+
+@cache
+def _grid_schema() -> dict:
+    doc = yaml.safe_load(SCHEMA_PATH.read_text())
+    doc["properties"]["experiment"]["enum"] = list(experiments.EXPERIMENTS)  # the experiments are their records
+    return doc
+
+
+def grid_schema() -> dict:
+    """The grid schema (``pipeline/grid.schema.yaml``), its experiments from ``icstn.experiments``."""
+    return copy.deepcopy(_grid_schema())
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -43,7 +54,7 @@ def load_grid(path: str | Path, budget: dict | None = None) -> dict:
     path = Path(path)
     if not NAME.fullmatch(path.stem):
         raise GridError(f"{path}: a grid's file name may hold letters, digits, '-' and '_' only (it names the sweep); rename it")
-    grid = schema.validate(read_yaml(path), yaml.safe_load(SCHEMA_PATH.read_text()), str(path), GridError)
+    grid = schema.validate(read_yaml(path), grid_schema(), str(path), GridError)
     noise_warps = grid["noise_warp"] if isinstance(grid["noise_warp"], list) else [grid["noise_warp"]]
     for i, name in enumerate(grid["models"]):
         try:
@@ -65,13 +76,20 @@ def apply_budget(grid: dict, budget: dict) -> dict:
     ``iterations``, ``test_samples`` and ``eval_every`` become the smaller of the grid's value and
     the budget's; ``seeds: n`` keeps the grid's first n seeds; ``lr_scale`` multiplies both
     learning rates (and is recorded in ``grid['lr_scale']``). Any of them but ``seeds`` may be a
-    number or a map per experiment.
+    number or a map per experiment; ``preset: quick`` takes what is not given from each
+    experiment's own budget of that name (``icstn.experiments``).
     """
     grid = copy.deepcopy(grid)
     exp = grid["experiment"]
+    preset = budget.get("preset")
+    if preset is not None and preset not in experiments.get(exp).budgets:
+        raise GridError(f"config key 'budget.preset': {preset!r} is not a budget of experiment {exp!r}; "
+                        f"allowed: {sorted(experiments.get(exp).budgets)}")  # fmt: skip
 
     def pick(key):
         value = budget.get(key)
+        if value is None and preset is not None:  # the experiment's own budget of that name
+            return getattr(experiments.get(exp).budgets[preset], key)
         return value.get(exp) if isinstance(value, dict) else value
 
     if pick("iterations"):
@@ -90,26 +108,6 @@ def apply_budget(grid: dict, budget: dict) -> dict:
     return grid
 
 
-def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
-
-
-#: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
-#: at K = 1, 2, 4, 8, 16 runs 5.7, 10.9, 11.6, 11.0, 10.2 model-iterations/s (``python -m
-#: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). GPU: a provisional value,
-#: from figures measured on an H200 outside this project (1,929 at K = 32, 2,100 at K = 128).
-AUTO_PACK = {"cpu": 4, "cuda": 128}
-
-
-def models_per_trial(pack: int | str, device: str) -> int:
-    """K, the most models one trial trains together: ``pack``, or for 'auto' the device's best."""
-    if pack == "auto":
-        return AUTO_PACK["cuda" if str(device).startswith("cuda") else "cpu"]
-    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-        raise GridError(f"config key 'pack': expected 'auto' or an integer >= 1, got {pack!r}")
-    return pack
-
-
 def _chunks(items: list, most: int) -> list[list]:
     """``items`` in the fewest runs of at most ``most``, sizes differing by at most one."""
     n = -(-len(items) // most)
@@ -118,39 +116,24 @@ def _chunks(items: list, most: int) -> list[list]:
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def expand(grid: dict, pack: int = 4) -> list[dict]:
+def expand(grid: dict, pack: int = 4) -> list[Trial]:
     """The grid's trials: one per model, noise family and pack of at most ``pack`` seed x sigma members.
 
     Members of a trial are trained together, as K stacked models. Each trial has a stable
     ``key`` from its content, so a rerun recognises what is already done.
     """
-    members = [{"seed": s, "sigma_px": float(sig)} for sig in grid["sigma_px"] for s in grid["seeds"]]
+    members = [Member(s, float(sig)) for sig in grid["sigma_px"] for s in grid["seeds"]]
     noise_warps = grid["noise_warp"] if isinstance(grid["noise_warp"], list) else [grid["noise_warp"]]
     trials = []
     for name in grid["models"]:
         cfg = models.get_config(grid["experiment"], name)
-        test_warps = sorted({cfg.n_warps, *grid["test_warps"]}) if cfg.family == "icstn" else []
+        test_warps = tuple(sorted({cfg.n_warps, *grid["test_warps"]})) if cfg.family == "icstn" else ()
         for noise_warp in noise_warps:
             for chunk in _chunks(members, pack):
-                trial = {
-                    "grid": grid["name"],
-                    "experiment": grid["experiment"],
-                    "model": name,
-                    "members": chunk,
-                    "train": {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp},
-                    "test_samples": grid["test_samples"],
-                    "test_warps": test_warps,
-                    "lr_scale": grid.get("lr_scale", 1.0),
-                }
-                trials.append(rekey(trial))
+                train = {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp}
+                trials.append(Trial(grid["name"], grid["experiment"], name, tuple(chunk), train, grid["test_samples"], test_warps,
+                                    grid.get("lr_scale", 1.0)))  # fmt: skip
     return trials
-
-
-def rekey(trial: dict) -> dict:
-    """``trial`` with its ``key``: the model's name and a digest of everything else."""
-    body = {k: v for k, v in trial.items() if k != "key"}
-    slug = "".join(c if c.isalnum() else "-" for c in trial["model"]).strip("-")
-    return {**body, "key": f"{slug}-{digest(body)}"}
 
 
 def discover(folder: str | Path = "config/grids") -> list[Path]:

@@ -25,19 +25,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from icstn.data import LAYOUTS
+from icstn.experiments import GTSRB, MNIST, PLANAR
 from pipeline.fetch import DATASETS, SOURCES, check_datasets, file_hash, origins
 
 VERSION = 2  # bump when the preprocessing changes, so that old outputs are redone
 
-GTSRB_SIZE = LAYOUTS["gtsrb"].height  # every image resized to 50x50, ignoring aspect ratio (released code)
-GTSRB_BOX = LAYOUTS["gtsrb"].box  # the central box whose canonical square is the 36x36 sample
+GTSRB_SIZE = GTSRB.layout.height  # every image resized to 50x50, ignoring aspect ratio (released code)
+GTSRB_BOX = GTSRB.layout.box  # the central box whose canonical square is the 36x36 sample
 
 # The planar image: Caffe's cat, converted to grey and halved to 240x180 (antialiased), so that
 # the ground-truth box (the kitten's face, hand-labelled by this project) is about as large as
 # the 50x50 sample it is drawn into.
 PLANAR_SCALE = 2
-PLANAR_BOX = LAYOUTS["planar"].box  # x0, y0, x1, y1 in pixels of the halved image
+PLANAR_BOX = PLANAR.layout.box  # x0, y0, x1, y1 in pixels of the halved image
 
 
 class PrepareError(RuntimeError):
@@ -62,7 +62,8 @@ def prepare_mnist(raw: Path) -> tuple[dict, dict]:
     for split, prefix in (("train", "train"), ("test", "t10k")):
         arrays[f"{split}_images"] = _read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[:, None]  # (N, 1, 28, 28)
         arrays[f"{split}_labels"] = _read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
-    info = {"num_classes": 10, "normalize": "unit", "preprocessing": "IDX decoded as is: uint8 28x28, scaled to [0, 1] at load"}
+    info = {"num_classes": MNIST.num_classes, "normalize": MNIST.layout.normalize,
+            "preprocessing": "IDX decoded as is: uint8 28x28, scaled to [0, 1] at load"}  # fmt: skip
     return arrays, info
 
 
@@ -101,7 +102,7 @@ def prepare_gtsrb(raw: Path) -> tuple[dict, dict]:
     test_zip = _open_zip(raw / "GTSRB_Final_Test_Images.zip")
     gt_zip = _open_zip(raw / "GTSRB_Final_Test_GT.zip")
     images, labels, sizes = [], [], Counter()
-    for cls in range(43):
+    for cls in range(GTSRB.num_classes):
         folder = f"GTSRB/Final_Training/Images/{cls:05d}/"
         rows = _csv_rows(_member(train_zip, f"{folder}GT-{cls:05d}.csv"))
         images.append(_gtsrb_images(train_zip, folder, rows, sizes))
@@ -115,8 +116,8 @@ def prepare_gtsrb(raw: Path) -> tuple[dict, dict]:
         "test_labels": np.asarray([int(r["ClassId"]) for r in test_rows], np.uint8),
     }
     info = {
-        "num_classes": 43,
-        "normalize": "standardize",
+        "num_classes": GTSRB.num_classes,
+        "normalize": GTSRB.layout.normalize,
         "box": list(GTSRB_BOX),
         "source_sizes": dict(sizes.most_common(5)),  # the 5 commonest, width x height
         "preprocessing": (
@@ -140,8 +141,8 @@ def prepare_planar(raw: Path) -> tuple[dict, dict]:
     zero = np.zeros(1, np.uint8)
     arrays = {"train_images": pixels, "train_labels": zero, "test_images": pixels, "test_labels": zero}
     info = {
-        "num_classes": 0,
-        "normalize": "standardize",
+        "num_classes": PLANAR.num_classes,
+        "normalize": PLANAR.layout.normalize,
         "box": list(PLANAR_BOX),
         "preprocessing": (
             f"grey, resized from {w}x{h} to {image.size[0]}x{image.size[1]} (Lanczos); ground-truth box "

@@ -12,7 +12,8 @@ import pandas as pd
 
 from icstn import models
 from pipeline.files import atomic
-from pipeline.trial import read_record
+from pipeline.store import GridStore
+from pipeline.trial import TrialRecord
 
 COLUMNS = [
     "grid", "experiment", "model", "family", "n_warps_train", "capacity", "member", "seed", "sigma_px", "noise_warp", "split",
@@ -22,30 +23,30 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def rows(record: dict, profile: str) -> list[dict]:
-    cfg = models.get_config(record["experiment"], record["model"])
-    prov = record["provenance"]
+def rows(record: TrialRecord, profile: str) -> list[dict]:
+    trial, prov = record.trial, record.provenance
+    cfg = models.get_config(trial.experiment, trial.model)
     fetched = sorted(set(prov.get("fetched_from", {}).values())) if isinstance(prov.get("fetched_from"), dict) else []
     common = {
-        "grid": record["grid"],
-        "experiment": record["experiment"],
-        "model": record["model"],
+        "grid": trial.grid,
+        "experiment": trial.experiment,
+        "model": trial.model,
         "family": cfg.family,
         "n_warps_train": cfg.n_warps,
         "capacity": models.capacity(cfg),
-        "noise_warp": record["train"]["noise_warp"],
-        "split": record["split"],
-        "iterations": record["iterations"],
-        "batch_size": record["train"]["batch_size"],
-        "lr_geometric": record["train"]["lr_geometric"],
-        "lr_classifier": record["train"]["lr_classifier"],
-        "test_samples": record["test_samples_used"],  # what was evaluated, whatever was asked for
-        "lr_scale": record.get("lr_scale", 1.0),
+        "noise_warp": trial.train["noise_warp"],
+        "split": record.split,
+        "iterations": record.iterations,
+        "batch_size": trial.train["batch_size"],
+        "lr_geometric": trial.train["lr_geometric"],
+        "lr_classifier": trial.train["lr_classifier"],
+        "lr_scale": trial.lr_scale,
+        "test_samples": record.test_samples_used,  # what was evaluated, whatever was asked for
         "profile": profile,
-        "device": record["device"],
-        **{k: record.get("fast_path", {}).get(k) for k in ("models_per_step", "cuda_graph", "tf32")},
-        "seconds": record["seconds"],
-        "trial_key": record["key"],
+        "device": record.device,
+        **{k: record.fast_path.get(k) for k in ("models_per_step", "cuda_graph", "tf32")},
+        "seconds": record.seconds,
+        "trial_key": trial.key,
         "git_commit": prov.get("git_commit"),
         "python": prov.get("python"),
         "torch": prov.get("torch"),
@@ -55,23 +56,23 @@ def rows(record: dict, profile: str) -> list[dict]:
     }
     out = []
     trained = cfg.n_warps if cfg.family != "cnn" else 0
-    for k, member in enumerate(record["members"]):
-        base = {**common, "member": k, "seed": member["seed"], "sigma_px": member["sigma_px"]}
-        for metric, value in member["metrics"].items():
+    for k, member in enumerate(record.members):
+        base = {**common, "member": k, "seed": member.seed, "sigma_px": member.sigma_px}
+        for metric, value in member.metrics.items():
             out.append({**base, "metric": metric, "n_warps_test": trained, "value": value})
-        for n, value in member["test_warps"].items():
+        for n, value in member.test_warps.items():
             if int(n) != trained:
                 out.append({**base, "metric": "test_error", "n_warps_test": int(n), "value": value})
     return out
 
 
-def collect(trial_root: str | Path, keys: list[str], profile: str) -> pd.DataFrame:
-    """Tidy rows of the trials ``keys`` under ``trial_root`` (each must have its record)."""
+def collect(store: GridStore, keys: list[str], profile: str) -> pd.DataFrame:
+    """Tidy rows of the trials ``keys`` of a grid's store (each must have its record)."""
     all_rows = []
     for key in keys:
-        record = read_record(Path(trial_root) / key)
+        record = store.record(key)
         if record is None:
-            raise FileNotFoundError(f"trial {key} has no record.json under {trial_root}: the sweep did not finish it")
+            raise FileNotFoundError(f"trial {key} has no record in {store.root}: the sweep did not finish it")
         all_rows += rows(record, profile)
     return pd.DataFrame(all_rows, columns=COLUMNS)
 

@@ -13,6 +13,9 @@ import socket
 import urllib.parse
 from pathlib import Path
 
+from pipeline.store import GridStore
+from pipeline.trial import Trial, TrialRecord
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_KEY = "icstn.run_key"
 ADVICE = "fix it, point MLFLOW_TRACKING_URI elsewhere, or run with --no-tracking"
@@ -95,10 +98,6 @@ def runs_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
-def member_key(trial: dict, member: dict) -> str:
-    return f"{trial['key']}/seed={member['seed']}/sigma={member['sigma_px']:g}"
-
-
 def _flatten(prefix: str, obj, out: dict) -> dict:
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -133,11 +132,11 @@ class Tracker:
         found = self.client.search_runs([self.experiment_id], f"tags.`{RUN_KEY}` = '{key}'", max_results=5)
         return found[0] if found else None
 
-    def start_trial(self, trial: dict, extra_tags: dict | None = None) -> None:
-        """Find or create the child run of every member of a trial."""
+    def start_trial(self, trial: Trial) -> None:
+        """Find or create the child run of every member of a trial (a search trial's tagged split=validation)."""
         ids = []
-        for k, member in enumerate(trial["members"]):
-            key = member_key(trial, member)
+        for k, member in enumerate(trial.members):
+            key = trial.member_key(k)
             existing = self._find(key)
             if existing is not None:
                 run_id = existing.info.run_id
@@ -149,17 +148,18 @@ class Tracker:
                 tags = {
                     RUN_KEY: key,
                     "mlflow.parentRunId": self.parent,
-                    "mlflow.runName": f"{trial['model']} seed={member['seed']} sigma={member['sigma_px']:g}",
-                    "model": trial["model"],
+                    "mlflow.runName": f"{trial.model} seed={member.seed} sigma={member.sigma_px:g}",
+                    "model": trial.model,
                     **self.tags,
-                    **(extra_tags or {}),
+                    **({"split": "validation"} if trial.validation_size else {}),
                 }
                 run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
-                params = _flatten("", {**{k: v for k, v in trial.items() if k != "members"}, **member, "member_index": k}, {})
+                described = {k: v for k, v in trial.to_dict().items() if k != "members"} | {"key": trial.key}
+                params = _flatten("", {**described, "seed": member.seed, "sigma_px": member.sigma_px, "member_index": k}, {})
                 self.client.log_batch(run_id, params=_params(params))
                 self.last_step[run_id] = -1
             ids.append(run_id)
-        self.runs[trial["key"]] = ids
+        self.runs[trial.key] = ids
 
     def log(self, trial_key: str, step: int, per_member: list[dict]) -> None:
         """Log metrics at ``step``, one dict per member (skipping steps a resumed run already has)."""
@@ -173,19 +173,20 @@ class Tracker:
             if "train_loss" in values:
                 self.last_step[run_id] = step
 
-    def finish_trial(self, trial_key: str, record: dict, trial_dir: Path) -> None:
+    def finish_trial(self, record: TrialRecord, store: GridStore) -> None:
+        """Final metrics, the device and member k's files (weights, PNG, arrays) on each member's run."""
         from mlflow.entities import Metric
 
-        for k, run_id in enumerate(self.runs[trial_key]):
+        key = record.trial.key
+        for k, run_id in enumerate(self.runs[key]):
             if self.client.get_run(run_id).info.status == "FINISHED":
                 continue  # another sweep process finished this trial and recorded it
-            member = record["members"][k]
-            metrics = [Metric(f"final_{n}", float(v), 0, record["iterations"]) for n, v in member["metrics"].items()]
-            metrics += [Metric("test_error_by_warps", float(v), 0, int(n)) for n, v in member.get("test_warps", {}).items()]
-            self.client.log_batch(run_id, metrics=metrics, tags=[_tag("device", record["device"])])
-            member_dir = trial_dir / f"member{k}"
-            if member_dir.is_dir():
-                self.client.log_artifacts(run_id, str(member_dir))
+            member = record.members[k]
+            metrics = [Metric(f"final_{n}", float(v), 0, record.iterations) for n, v in member.metrics.items()]
+            metrics += [Metric("test_error_by_warps", float(v), 0, int(n)) for n, v in member.test_warps.items()]
+            self.client.log_batch(run_id, metrics=metrics, tags=[_tag("device", record.device)])
+            if store.member_folder(key, k).is_dir():
+                self.client.log_artifacts(run_id, str(store.member_folder(key, k)))
             self.client.set_terminated(run_id, "FINISHED")
 
     def fail_trial(self, trial_key: str) -> None:

@@ -254,7 +254,7 @@ def test_credentials_in_a_mirror_url_are_never_recorded(tmp_path, monkeypatch, c
 def test_the_local_ray_runtime_listens_on_loopback_only():
     script = (
         "import json, psutil\n"
-        "from pipeline.ray_reporting import connect\n"
+        "from pipeline.executors.tune import connect\n"
         "connect({'num_cpus': 1})\n"
         "me = psutil.Process()\n"
         "pids = {me.pid} | {c.pid for c in me.children(recursive=True)}\n"

@@ -9,7 +9,8 @@ import torch
 
 from icstn import models
 from icstn.data import synthetic
-from icstn.train import GRAPH_WARMUP, TrainConfig, Trainer
+from icstn.step import GRAPH_WARMUP
+from icstn.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -40,7 +41,7 @@ def assert_same(a: Trainer, b: Trainer, atol: float) -> None:
 def test_graph_equals_plain_path(case):
     fast, plain = make(*case, "cuda", cuda_graph=True), make(*case, "cuda", cuda_graph=False)
     fast_losses, plain_losses = train(fast), train(plain)
-    assert fast._graph is not None and plain._graph is None
+    assert fast.stepper.graph is not None and plain.stepper.graph is None
     assert torch.allclose(torch.stack(fast_losses), torch.stack(plain_losses), rtol=1e-4, atol=1e-5)
     assert_same(fast, plain, atol=1e-5)
     moved = make(*case, "cpu")
@@ -65,7 +66,7 @@ def test_graph_resumes_from_a_checkpoint(tmp_path):
     resumed = make(*case, "cuda")
     resumed.load(tmp_path / "c.pt")
     train(resumed, STEPS)
-    assert resumed.step == straight.step and resumed._graph is not None
+    assert resumed.step == straight.step and resumed.stepper.graph is not None
     assert_same(resumed, straight, atol=1e-5)
 
 

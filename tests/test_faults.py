@@ -104,7 +104,7 @@ def test_corrupt_checkpoint_on_resume(tmp_path, data_root):
     from pipeline import grids
 
     grid = write_grid(tmp_path)
-    key = grids.expand(grids.load_grid(grid))[0]["key"]
+    key = grids.expand(grids.load_grid(grid))[0].key
     bad = tmp_path / "r" / "faulty" / "trials" / key / "checkpoint.pt"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"PK\x03\x04 not a checkpoint")

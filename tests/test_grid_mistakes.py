@@ -37,7 +37,7 @@ class TestBudgetOnlyLowers:
     def test_the_learning_rate_scale_is_recorded(self, tmp_path):
         grid = load(tmp_path, budget={"lr_scale": {"mnist": 10}}, lr_classifier=0.01)
         assert grid["lr_scale"] == 10 and grid["lr_classifier"] == pytest.approx(0.1)
-        assert {t["lr_scale"] for t in grids.expand(grid)} == {10.0}
+        assert {t.lr_scale for t in grids.expand(grid)} == {10.0}
         assert load(tmp_path, name="h")["lr_scale"] == 1.0
 
 

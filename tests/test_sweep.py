@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import grids, sweep
+from pipeline import grids, settings, sweep
 from tests.conftest import REPO, fetched_from
 
 TINY = {
@@ -134,20 +134,20 @@ def test_budget_caps_the_grid(tmp_path):
     )
     assert grid["iterations"] == 50 and grid["seeds"] == [0] and grid["lr_classifier"] == pytest.approx(1.0)
     trials = grids.expand(grid)
-    assert len(trials) == 2 and all(len(t["members"]) == 1 for t in trials)
-    assert len({t["key"] for t in trials}) == 2
+    assert len(trials) == 2 and all(len(t.members) == 1 for t in trials)
+    assert len({t.key for t in trials}) == 2
 
 
 def test_models_per_trial_follows_config_and_device(tmp_path):
     grid = grids.load_grid(write_grid(tmp_path, "g", models=["CNN(b)"], seeds=list(range(5)), sigma_px=[1.0, 2.0]))
-    sizes = lambda pack: [len(t["members"]) for t in grids.expand(grid, pack)]  # noqa: E731
-    assert sizes(grids.models_per_trial("auto", "cpu")) == [4, 3, 3]  # 10 members, the fewest balanced trials
-    assert sizes(grids.models_per_trial("auto", "cuda:0")) == [10]
-    assert sizes(grids.models_per_trial(3, "cuda")) == [3, 3, 2, 2]
-    members = [m for t in grids.expand(grid, 4) for m in t["members"]]
-    assert len(members) == 10 and len({(m["seed"], m["sigma_px"]) for m in members}) == 10
-    with pytest.raises(grids.GridError, match="config key 'pack': expected 'auto' or an integer >= 1, got 'many'"):
-        grids.models_per_trial("many", "cpu")
+    sizes = lambda pack: [len(t.members) for t in grids.expand(grid, pack)]  # noqa: E731
+    assert sizes(settings.models_per_trial("auto", "cpu")) == [4, 3, 3]  # 10 members, the fewest balanced trials
+    assert sizes(settings.models_per_trial("auto", "cuda:0")) == [10]
+    assert sizes(settings.models_per_trial(3, "cuda")) == [3, 3, 2, 2]
+    members = [m for t in grids.expand(grid, 4) for m in t.members]
+    assert len(members) == 10 and len({(m.seed, m.sigma_px) for m in members}) == 10
+    with pytest.raises(settings.SettingsError, match="config key 'pack': expected 'auto' or an integer >= 1, got 'many'"):
+        settings.models_per_trial("many", "cpu")
 
 
 def test_optuna_search_records_best(tmp_path, store, data_root, ray_runtime):

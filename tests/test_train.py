@@ -156,17 +156,17 @@ def test_whole_step_runs_without_reading_a_value(experiment, name, noise_warp):
         "meta",
     )
     t.opt.zero_grad(set_to_none=True)
-    losses = t._step()
+    losses = t.stepper.run()
     assert losses.shape == (2,) and losses.is_meta
     assert all(p.grad is not None and p.grad.is_meta for p in t.model.parameters())
     with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
-        t._step_t.item()  # the check has teeth: a host read fails here
+        t.stepper.step_t.item()  # the check has teeth: a host read fails here
 
 
 def test_draws_depend_on_seed_and_step_only(mnist):
     pair, alone = trainer(mnist, seeds=(5, 6)), trainer(mnist, seeds=(6,))
     for t in (pair, alone):
-        t._step_t.fill_(41)
+        t.stepper.step_t.fill_(41)
     (src2, lab2, p2), (src1, lab1, p1) = pair.sample_batch(), alone.sample_batch()
     assert torch.equal(src2[1], src1[0]) and torch.equal(lab2[1], lab1[0]) and torch.equal(p2[1], p1[0])
     pair.train_step()

@@ -3,8 +3,8 @@
     python -m pipeline.report.figures --results results/table1.parquet --data data/processed \
         --out reports/figures [--figures fig6 fig7]
 
-Figures read the results table and the arrays its trials saved beside it
-(``results/<grid>/trials/<key>/arrays.npz``), never Ray or MLflow state.
+Figures read the results table and the arrays its trials saved beside it in the grid's store
+(``pipeline.store``), never Ray or MLflow state.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from icstn import data, noise, warps  # noqa: E402
+from icstn import data, experiments, noise, warps  # noqa: E402
 from pipeline import results  # noqa: E402
 from pipeline.grids import GridError  # noqa: E402
-from pipeline.report.plots import tile  # noqa: E402
+from pipeline.images import tile  # noqa: E402
+from pipeline.store import GridStore  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,7 @@ def arrays(results_path: Path, df: pd.DataFrame, model: str, seed: int | None = 
         raise ValueError(f"{results_path} has no model {model!r}; it has {sorted(df.model.unique())}")
     seed = rows.seed.min() if seed is None else seed
     row = rows[rows.seed == seed].iloc[0]
-    with np.load(results_path.parent / row.grid / "trials" / row.trial_key / "arrays.npz") as z:
-        return {name: z[name][row.member] for name in z.files}
+    return GridStore.of_table(results_path).arrays(row.trial_key, int(row.member))
 
 
 def _image_panel(ax, images: np.ndarray, title: str, row_labels: list[str] | None = None) -> None:
@@ -240,7 +240,7 @@ def summary(df, results_path, data_root, out):
         means = g.groupby("model", sort=False).value.mean()
         ax.scatter([models_.index(m) + (j - (len(groups) - 1) / 2) * width for m in means.index], means, marker="_", s=300, color="k")
     ax.set_xticks(range(len(models_)), models_, rotation=30, ha="right", fontsize=8)
-    unit = "mean corner error (px)" if df.experiment.iloc[0] == "planar" else "test error (%)"
+    unit = experiments.get(df.experiment.iloc[0]).error_label
     ax.set(ylabel=unit, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")

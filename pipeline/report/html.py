@@ -16,17 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from icstn import experiments
 from pipeline import grids, results
 from pipeline.files import write_text
 from pipeline.report import tables
 from pipeline.report.figures import FIGURES
 
-CAVEATS = {
-    "gtsrb": "The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
-    "like the originals, so results are on reduced-resolution inputs.",
-    "mnist": "The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
-    "planar": "The ground-truth box on Caffe's cat.jpg is the project's own choice (the paper's is hand-labelled and unpublished).",
-}
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
      color:#222;line-height:1.45}
@@ -86,7 +81,8 @@ def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: P
         )
     exps = sorted({f.experiment.iloc[0] for f in frames.values()})
     parts.append("<h2>Provenance</h2>" + _provenance(list(frames.values()), data_root).to_html(index=False, escape=True))
-    parts.append("<ul>" + "".join(f"<li>{html.escape(CAVEATS[e])}</li>" for e in exps if e in CAVEATS) + "</ul>")
+    caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
+    parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
     for name, df in frames.items():
         grid = grids.load_grid(grid_dir / f"{name}.yaml")
         table = tables.formatted(tables.build(df, grid, paper_csv), grid)

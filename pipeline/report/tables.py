@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from icstn import experiments
 from pipeline import grids, results
 
 
@@ -43,13 +44,14 @@ def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None) -> pd.Data
         paper = paper_rows(paper_csv, grid["paper_table"])
         table = table.merge(paper, on=["model", "sigma_px"], how="left")
         table["diff"] = table.ours_mean - table.paper
-        if grid["experiment"] == "planar":  # the unaligned input, so that a reader can calibrate
+        if experiments.is_alignment(grid["experiment"]):  # the unaligned input, so that a reader can calibrate
             first = df[df.model == grid["models"][0]]  # every model sees the same perturbations
             base = summarize(first, "baseline_error").assign(model="unaligned input", capacity=0)
             table = pd.concat([table, base], ignore_index=True)
             order["unaligned input"] = len(order)
     table["_order"] = table.model.map(order)
-    return table.sort_values(["sigma_px", "_order"] if grid["experiment"] == "planar" else ["_order", "sigma_px"]).drop(columns="_order")
+    by = ["sigma_px", "_order"] if experiments.is_alignment(grid["experiment"]) else ["_order", "sigma_px"]
+    return table.sort_values(by).drop(columns="_order")
 
 
 def _fmt(x, digits=3) -> str:
@@ -59,7 +61,8 @@ def _fmt(x, digits=3) -> str:
 def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
     """Human-readable columns: 'ours' as mean ± std (n), capacities as integers."""
     out = pd.DataFrame({"model": table.model})
-    if table.sigma_px.nunique() > 1 or grid["experiment"] == "planar":
+    alignment = experiments.is_alignment(grid["experiment"])
+    if table.sigma_px.nunique() > 1 or alignment:
         out["σ (px)"] = table.sigma_px.map(lambda s: f"{s:g}")
     if table.noise_warp.nunique() > 1:
         out["noise"] = table.noise_warp
@@ -68,7 +71,7 @@ def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
     out["ours (mean ± std, n seeds)"] = [f"{m:.3f} ± {s:.3f} ({n})" for m, s, n in zip(table.ours_mean, table.ours_std, table.n_seeds)]
     if "diff" in table:
         out["ours − paper"] = table["diff"].map(lambda d: "" if pd.isna(d) else f"{d:+.3f}")
-    if grid["experiment"] != "planar":
+    if not alignment:
         out["capacity"] = table.capacity.map(lambda c: f"{int(c):,}")
         if "paper_capacity" in table:
             out["paper capacity"] = table.paper_capacity.map(lambda c: "" if pd.isna(c) else f"{int(c):,}")
@@ -95,7 +98,7 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
 
 
 def caption(df: pd.DataFrame, grid: dict) -> str:
-    unit = "mean corner error in pixels of the 50x50 sample" if grid["experiment"] == "planar" else "test error in %"
+    unit = experiments.get(grid["experiment"]).error_unit
     it = sorted(df.iterations.unique())
     scales = sorted(df.lr_scale.unique()) if "lr_scale" in df else [1.0]
     scaled = "" if scales == [1.0] else f", learning rates x{'/'.join(f'{s:g}' for s in scales)} the grid's (the profile's lr_scale)"

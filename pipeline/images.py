@@ -1,4 +1,4 @@
-"""Small image helpers shared by trial artifacts and report figures."""
+"""Image mosaics, shared by a trial's artifacts (its alignment PNG) and the report's figures."""
 
 from __future__ import annotations
 

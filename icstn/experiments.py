@@ -1,0 +1,172 @@
+"""The paper's experiments, each stated once: its data, its task, its defaults and its models.
+
+Everything that differs per experiment derives from these records: the layout that
+``pipeline.prepare`` writes and ``icstn.data`` loads, the model registry (``icstn.models``), the
+grid schema's list of experiments, the command line's defaults, a profile's per-experiment
+budget, the report's unit and data caveat, and the paper table an experiment reproduces. A new
+dataset is a new record here, plus its fetch source, its preparer and its grid.
+
+Where a value comes from: [paper] the paper states it, [code] only the authors' released code
+fixes it, [ours] this project chose it (and says why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASKS = ("alignment", "classification")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a prepared dataset is laid out (``pipeline.prepare`` writes it so)."""
+
+    channels: int
+    height: int  # of the stored source images, pixels
+    width: int
+    normalize: str  # 'unit' (x / 255) or 'standardize' (per image and channel)
+    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1: the sample's box in the source, pixels
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the paper's table: a family and its architectures (``icstn.layers`` notation)."""
+
+    name: str
+    family: str  # cnn | stn | cstn | icstn
+    classifier: str | None
+    predictor: str | None = None
+    n_warps: int = 0  # warps in training: 1 for STN, k for c-STN-k, N for IC-STN-N
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A profile's caps for one experiment (``budget: {preset: <name>}``); a budget only lowers a grid."""
+
+    iterations: int
+    test_samples: int
+    eval_every: int
+    lr_scale: float = 1.0  # both learning rates multiplied by this
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    task: str  # 'alignment': the loss and error are the warp's; 'classification': cross-entropy, error in %
+    layout: Layout
+    num_classes: int  # 0 for alignment
+    sample_size: int  # side of the square sample the networks see, pixels
+    warp: str  # the warp family its models predict
+    init: str  # weight initialisation of its networks (see icstn.layers.StackedNet.init_)
+    error_unit: str  # what its test error measures, for captions
+    error_label: str  # the same, short, for an axis
+    paper_table: int
+    defaults: dict = field(hash=False)  # noise_warp, sigma_px, lr_geometric, lr_classifier: what a run uses unless told
+    budgets: dict[str, Budget] = field(hash=False)  # per named profile preset (config: budget.preset)
+    caveat: str = ""  # what a reader must know about the data behind its numbers
+    variants: tuple[Variant, ...] = ()
+
+    @property
+    def is_alignment(self) -> bool:
+        return self.task == "alignment"
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+
+def _with(classifier: str, *rows: tuple) -> tuple[Variant, ...]:
+    """Variants whose classifier is ``classifier`` unless a row gives its own (CNN rows do)."""
+    return tuple(Variant(name, family, classifier if cls is None else cls, geo, n) for name, family, cls, geo, n in rows)
+
+
+_MNIST_GEO_A = "conv(7x7;4)-conv(7x7;8)-P-FC(48)-FC(8)"
+_GTSRB_GEO = "conv(7x7;6)-conv(7x7;24)-FC(8)"
+
+PLANAR = Experiment(
+    name="planar",
+    task="alignment",
+    layout=Layout(1, 180, 240, "standardize", (90, 25, 150, 85)),  # [ours] the halved cat; the box: the kitten's face
+    num_classes=0,
+    sample_size=50,  # [paper]
+    warp="affine",  # [paper]
+    init="he",
+    error_unit="mean corner error in pixels of the 50x50 sample",  # [ours] the paper does not give its unit
+    error_label="mean corner error (px)",
+    paper_table=1,
+    defaults=dict(noise_warp="affine", sigma_px=7.5, lr_geometric=3e-5, lr_classifier=0.0),  # [paper] affine; [ours] the rate
+    budgets={"quick": Budget(iterations=200, test_samples=300, eval_every=100)},  # [ours] at its stable rate already
+    caveat="The ground-truth box on Caffe's cat.jpg is the project's own choice (the paper's is hand-labelled and unpublished).",
+    variants=(Variant("c-STN-1", "icstn", None, "FC(6)", 1), *(Variant(f"IC-STN-{n}", "icstn", None, "FC(6)", n) for n in (2, 3, 4, 6))),
+)
+
+MNIST = Experiment(
+    name="mnist",
+    task="classification",
+    layout=Layout(1, 28, 28, "unit"),
+    num_classes=10,
+    sample_size=28,
+    warp="homography",  # [paper]
+    init="normal",
+    error_unit="test error in %",
+    error_label="test error (%)",
+    paper_table=2,
+    defaults=dict(noise_warp="homography", sigma_px=3.5, lr_geometric=1e-4, lr_classifier=1e-2),  # [paper]
+    # [ours] 300 iterations at the paper's rates leave MNIST at chance: ten times larger steps show the ordering
+    budgets={"quick": Budget(iterations=300, test_samples=2000, eval_every=100, lr_scale=10.0)},
+    caveat="The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
+    variants=_with(
+        "conv(9x9;3)-FC(10)",
+        ("CNN(a)", "cnn", "conv(3x3;3)-conv(3x3;6)-P-conv(3x3;9)-conv(3x3;12)-FC(48)-FC(10)", None, 0),
+        ("STN(a)", "stn", None, _MNIST_GEO_A, 1),
+        ("c-STN-1(a)", "cstn", None, _MNIST_GEO_A, 1),
+        ("c-STN-2(a)", "cstn", None, "conv(9x9;4)-FC(8)", 2),
+        ("c-STN-4(a)", "cstn", None, "FC(8)", 4),
+        ("IC-STN-2(a)", "icstn", None, _MNIST_GEO_A, 2),
+        ("IC-STN-4(a)", "icstn", None, _MNIST_GEO_A, 4),
+        ("CNN(b)", "cnn", "conv(9x9;2)-conv(9x9;4)-FC(32)-FC(10)", None, 0),
+        ("STN(b)", "stn", None, "FC(8)", 1),
+        ("c-STN-1(b)", "cstn", None, "FC(8)", 1),
+        ("IC-STN-2(b)", "icstn", None, "FC(8)", 2),
+        ("IC-STN-4(b)", "icstn", None, "FC(8)", 4),
+    ),
+)
+
+GTSRB = Experiment(
+    name="gtsrb",
+    task="classification",
+    layout=Layout(3, 50, 50, "standardize", (7, 7, 43, 43)),  # [code] 50x50 images, the central 36x36 box
+    num_classes=43,
+    sample_size=36,  # [paper]
+    warp="homography",
+    init="he",
+    error_unit="test error in %",
+    error_label="test error (%)",
+    paper_table=3,
+    defaults=dict(noise_warp="homography", sigma_px=3.5, lr_geometric=1e-5, lr_classifier=1e-3),  # [paper]
+    # [ours] its IC-STNs diverge at 10x the rates: 40 iterations at the paper's show the pipeline, not the effect
+    budgets={"quick": Budget(iterations=40, test_samples=1000, eval_every=20)},
+    caveat="The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
+    "like the originals, so results are on reduced-resolution inputs.",
+    variants=_with(
+        "conv(7x7;6)-conv(7x7;12)-P-FC(43)",
+        ("CNN", "cnn", "conv(7x7;6)-conv(7x7;12)-P-conv(7x7;24)-FC(200)-FC(43)", None, 0),
+        ("STN", "stn", None, _GTSRB_GEO, 1),
+        ("c-STN-1", "cstn", None, _GTSRB_GEO, 1),
+        ("IC-STN-2", "icstn", None, _GTSRB_GEO, 2),
+        ("IC-STN-4", "icstn", None, _GTSRB_GEO, 4),
+    ),
+)
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (PLANAR, MNIST, GTSRB)}
+
+
+def get(name: str) -> Experiment:
+    """The experiment ``name``; ValueError naming the known ones."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; allowed: {list(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def is_alignment(name: str) -> bool:
+    """True for an experiment whose task is alignment (no classes: the loss and error are the warp's)."""
+    return get(name).is_alignment

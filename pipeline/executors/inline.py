@@ -1,0 +1,39 @@
+"""The inline executor: the trials one after another in this process, with no Ray."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.runner import Context, Reporter, run_trial
+from pipeline.trial import Trial
+
+
+def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None:
+    for i, trial in enumerate(trials, 1):
+        print(f"[{i}/{len(trials)}] {trial.model} ({len(trial.members)} models)", file=sys.stderr, flush=True)
+        store = ctx.store(trial)
+        on_result = None
+        if tracker is not None:
+            tracker.start_trial(trial)
+            on_result = lambda step, per_member, key=trial.key: tracker.log(key, step, per_member)  # noqa: E731
+        record = run_trial(trial, ctx, Reporter(store, trial.key, on_result))
+        if tracker is not None:
+            tracker.finish_trial(record, store)
+
+
+def search(trial: Trial, ctx: Context, settings: dict, tracker, search: dict) -> dict:
+    """Optuna directly: the same space, validation objective and sampler seed as on Ray Tune."""
+    import optuna
+
+    def objective(ot):
+        overrides = {k: ot.suggest_float(k, r["low"], r["high"], log=r.get("log", True)) for k, r in search["space"].items()}
+        sampled = trial.with_overrides(**overrides)
+        record = ctx.store(sampled).record(sampled.key)
+        if record is None:
+            run([sampled], ctx, settings, tracker)
+            record = ctx.store(sampled).record(sampled.key)
+        return record.objective
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, n_trials=search["num_samples"])
+    return {**study.best_params, "objective": study.best_value}

@@ -1,0 +1,208 @@
+"""The Ray Tune executor: trials fanned out on local cores, a GPU, or a Ray cluster.
+
+The driver (this process) is the only MLflow writer: workers report through Tune, and a Tune
+callback here relays their results to the tracker. A worker that dies is retried from its last
+checkpoint (``ray.max_failures``); a trial already recorded is never trained again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from ray import tune
+
+from pipeline.runner import Context, Reporter, run_trial
+from pipeline.trial import Trial
+
+
+# --- the runtime --------------------------------------------------------------------------------
+def connect(ray_settings: dict) -> bool:
+    """Start a local Ray runtime with the job's cores, or join the cluster at ``ray.address``.
+
+    Returns True when this call started (and so owns) a local runtime.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    if ray.is_initialized():
+        return False
+    address = ray_settings.get("address") or os.environ.get("RAY_ADDRESS")
+    if address:
+        _probe(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as exc:  # ray raises ConnectionError or RuntimeError depending on how it fails
+            raise ConnectionError(f"cannot join the Ray cluster at ray.address={address!r}: {exc}") from None
+        return False
+    # A runtime of this machine only: its servers listen on loopback, not every interface. Ray's
+    # local-only mode (its default on macOS and Windows) does that; it reads this flag at import.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, naming the address, where ray.init would wait minutes for a GCS."""
+    if address == "auto" or "://" in address:
+        return  # 'auto' finds a local cluster itself; ray:// clients report their own errors
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(
+            f"no Ray cluster answers at ray.address={address!r} ({exc}); start one with `ray start --head`, "
+            "or unset ray.address / RAY_ADDRESS to run on local cores"
+        ) from None
+
+
+def check_resources(per_trial: dict) -> None:
+    """ValueError, before Tune starts, when no node of the Ray runtime can hold one trial: Tune would wait forever."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for kind, key in (("GPU", "gpu"), ("CPU", "cpu")):
+        want, largest = per_trial[key], max((n.get(kind, 0) for n in nodes), default=0)
+        if want > largest:
+            total = sum(n.get(kind, 0) for n in nodes)
+            raise ValueError(
+                f"config key 'ray.{key}s_per_trial' asks {want:g} {kind}(s) per trial, but the Ray runtime offers {total:g} "
+                f"on {len(nodes)} node(s), at most {largest:g} on one: lower it, or run where there are {kind}s"
+                + (" ('device: cpu' trains without one)" if kind == "GPU" else "")
+            )
+
+
+# --- in the worker ------------------------------------------------------------------------------
+def _trial_of(config: dict) -> Trial:
+    """The trial a Tune config stands for: a grid trial, plus a search's sampled settings."""
+    return Trial.from_dict(config["trial"]).with_overrides(**config.get("search", {}))
+
+
+class TuneReporter(Reporter):
+    """Inside a Tune worker: metrics and checkpoints go to Tune, which relays them to the driver."""
+
+    objective = float("inf")  # mean test (or validation) error at the last evaluation
+
+    def report(self, step, per_member, checkpoint=None):
+        errors = [row["test_error"] for row in per_member if "test_error" in row]
+        if errors:
+            self.objective = sum(errors) / len(errors)
+        metrics = {"step": step, "objective": self.objective}
+        metrics |= {f"m{k}.{name}": v for k, row in enumerate(per_member) for name, v in row.items()}
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # Tune copies the folder into its storage
+            shutil.copy(checkpoint, Path(tmp) / checkpoint.name)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def restore(self):
+        """Tune's last checkpoint of this trial (after a retry), else the trial's own file."""
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            path = Path(ckpt.to_directory()) / self.store.checkpoint(self.key).name
+            if path.is_file():
+                return path
+        return super().restore()
+
+
+def _trainable(config: dict) -> None:
+    """Ray Tune worker: one trial (search settings applied), reported back to the driver."""
+    import ray
+    import torch
+
+    ctx = Context(**config["ctx"])
+    trial = _trial_of(config)
+    torch.set_num_threads(max(1, int(ctx.threads)))
+    where = {"ray_node": ray.get_runtime_context().get_node_id()}
+    record = run_trial(trial, ctx, TuneReporter(ctx.store(trial), trial.key), where)
+    tune.report({"objective": record.objective, "done_step": record.iterations})
+
+
+# --- in the driver ------------------------------------------------------------------------------
+class TrackingCallback(tune.Callback):
+    """Runs in the driver: the only MLflow writer, fed by every trial's results."""
+
+    def __init__(self, tracker, ctx: Context):
+        self.tracker, self.ctx = tracker, ctx
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.tracker.start_trial(_trial_of(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        t = _trial_of(trial.config)
+        if "step" not in result or t.key not in self.tracker.runs:
+            return
+        per_member = [{} for _ in t.members]
+        for name, value in result.items():
+            if name.startswith("m") and "." in name and name[1 : name.index(".")].isdigit():
+                k, metric = name[1:].split(".", 1)
+                per_member[int(k)][metric] = value
+        if any(per_member):
+            self.tracker.log(t.key, int(result["step"]), per_member)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        t = _trial_of(trial.config)
+        record = self.ctx.store(t).record(t.key)
+        if record is not None:
+            self.tracker.finish_trial(record, self.ctx.store(t))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.tracker.fail_trial(_trial_of(trial.config).key)
+
+
+def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: dict | None = None):
+    """Run ``trials`` on Tune (or, with ``search``, Optuna's samples of the first); returns the ResultGrid."""
+    import ray
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are named below
+    owned = connect(settings["ray"])
+    res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
+    try:
+        check_resources(res)
+        param_space = {"ctx": {**ctx.to_dict(), "threads": res["cpu"]}}
+        tune_config = tune.TuneConfig()
+        if search is None:
+            param_space["trial"] = tune.grid_search([t.to_dict() for t in trials])
+        else:
+            from ray.tune.search.optuna import OptunaSearch
+
+            space = {k: (tune.loguniform if r.get("log", True) else tune.uniform)(r["low"], r["high"]) for k, r in search["space"].items()}
+            param_space |= {"trial": trials[0].to_dict(), "search": space}
+            tune_config = tune.TuneConfig(
+                search_alg=OptunaSearch(seed=0), metric="objective", mode="min", num_samples=search["num_samples"]
+            )
+        run_config = tune.RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(ctx.store(trials[0]).tune_storage),
+            failure_config=tune.FailureConfig(max_failures=settings["ray"]["max_failures"]),
+            # Tune's JSON and CSV records, without its TensorBoard files (MLflow is the record)
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()] + ([TrackingCallback(tracker, ctx)] if tracker is not None else []),
+            verbose=1,
+        )
+        grid_result = tune.Tuner(tune.with_resources(_trainable, res), param_space=param_space, tune_config=tune_config,
+                                 run_config=run_config).fit()  # fmt: skip
+    finally:
+        if owned:
+            ray.shutdown()  # a runtime we started; never a cluster we joined
+    errors = [r.error for r in grid_result if r.error is not None]
+    if errors:
+        raise RuntimeError(f"{len(errors)} trial(s) failed after retries; first: {errors[0]}")
+    return grid_result
+
+
+def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None:
+    _tune(trials, ctx, settings, tracker, trials[0].grid)
+
+
+def search(trial: Trial, ctx: Context, settings: dict, tracker, search: dict) -> dict:
+    """OptunaSearch on Tune: ``search['num_samples']`` samples of ``trial``, the best by validation error."""
+    best = _tune([trial], ctx, settings, tracker, f"{trial.grid}-search", search).get_best_result(metric="objective", mode="min")
+    return {**best.config["search"], "objective": best.metrics["objective"]}

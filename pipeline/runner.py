@@ -1,0 +1,172 @@
+"""Running one trial: K models trained together, evaluated, and recorded in its store.
+
+The same function runs inside a Ray Tune worker and in the inline executor; a ``Reporter``
+hides the difference (where intermediate metrics and checkpoints go, where a retry resumes).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from icstn import data, experiments, models
+from icstn.train import Callback, TrainConfig, Trainer
+from pipeline import provenance
+from pipeline.images import save_image_grid
+from pipeline.store import GridStore
+from pipeline.trial import MemberResult, Trial, TrialRecord
+
+ALIGNMENT_SAMPLES = 8
+CHECKPOINT_EVERY = 10_000  # at most this many steps between checkpoints, however long the run
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and how a sweep's trials run: the same for every trial of it."""
+
+    data: str  # the prepared datasets
+    results: str  # the results folder (each grid's store is under it)
+    device: str = "cpu"
+    cuda_graph: bool = True
+    threads: int = 1  # torch threads of one trial (a Ray trial's CPUs)
+
+    def store(self, trial: Trial) -> GridStore:
+        return GridStore(self.results, trial.grid)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Reporter:
+    """Where a running trial sends metrics and checkpoints (inline: straight to the tracker)."""
+
+    def __init__(self, store: GridStore, key: str, on_result=None):
+        self.store, self.key, self.on_result = store, key, on_result
+
+    def report(self, step: int, per_member: list[dict], checkpoint: Path | None = None) -> None:
+        if self.on_result is not None:
+            self.on_result(step, per_member)
+
+    def restore(self) -> Path | None:
+        """The checkpoint to resume from, if any."""
+        path = self.store.checkpoint(self.key)
+        return path if path.is_file() else None
+
+
+class _Report(Callback):
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+
+    def on_log(self, trainer, step, losses):
+        self.reporter.report(step, [{"train_loss": v} for v in losses])
+
+    def on_eval(self, trainer, step, results):
+        self.reporter.report(step, results)
+
+    def on_checkpoint(self, trainer, step):
+        path = trainer.save(self.reporter.store.checkpoint(self.reporter.key))
+        self.reporter.report(step, [{} for _ in trainer.seeds], checkpoint=path)
+
+
+def load_dataset(trial: Trial, data_root: str | Path) -> tuple[data.Dataset, str]:
+    """The trial's data: the test set (fixed subset), or a validation holdout for a search."""
+    ds = data.load(data_root, trial.experiment)
+    if trial.validation_size:
+        return ds.holdout(trial.validation_size, seed=0), "validation"
+    if not experiments.is_alignment(trial.experiment):
+        ds = ds.subsample_test(trial.test_samples)
+    return ds, "test"
+
+
+def train_config(trial: Trial, cuda_graph: bool = True) -> TrainConfig:
+    t = trial.train
+    iterations = t["iterations"]
+    return TrainConfig(
+        **t,
+        cuda_graph=cuda_graph,
+        log_every=max(1, iterations // 100),
+        checkpoint_every=max(1, min(t["eval_every"] or iterations // 5, CHECKPOINT_EVERY)),
+        planar_test_samples=trial.test_samples or 1000,
+    )
+
+
+def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, where: dict | None = None) -> TrialRecord:
+    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint.
+
+    ``where`` (e.g. the Ray node) is recorded with the provenance. Two processes never train one
+    trial: the second waits for the first, then returns its record.
+    """
+    store = ctx.store(trial)
+    waiting = lambda: print(f"trial {trial.key}: another process is training it; waiting", file=sys.stderr, flush=True)  # noqa: E731
+    with store.lock(trial.key, waiting):
+        return store.record(trial.key) or _train(trial, ctx, store, reporter or Reporter(store, trial.key), where)
+
+
+def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, where: dict | None) -> TrialRecord:
+    start = time.perf_counter()
+    print(f"trial {trial.key}: training {len(trial.members)} model(s)", file=sys.stderr, flush=True)
+    dataset, split = load_dataset(trial, ctx.data)
+    model_cfg = models.get_config(trial.experiment, trial.model)
+    trainer = Trainer(
+        model_cfg, train_config(trial, ctx.cuda_graph), dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),)
+    )
+    resume = reporter.restore()
+    if resume is not None:
+        trainer.load(resume)
+    resumed_from = trainer.step if resume is not None else None
+    final = trainer.fit()
+    by_warps = {n: trainer.evaluate(n_warps=n) for n in trial.test_warps}
+    arrays = _arrays(trainer, model_cfg)
+    store.save_arrays(trial.key, arrays)
+    members = []
+    for k, member in enumerate(trial.members):
+        members.append(
+            MemberResult(
+                member.seed,
+                member.sigma_px,
+                metrics=final[k],
+                test_warps={str(n): rows[k]["test_error"] for n, rows in by_warps.items()},
+                curve=[[step, losses[k]] for step, losses in trainer.losses],
+            )
+        )
+        _save_member(trainer, k, arrays, store.member_folder(trial.key, k))
+    record = TrialRecord(
+        trial=trial,
+        split=split,
+        iterations=trainer.step,
+        test_samples_used=len(trainer.test_set()[0]),
+        device=provenance.device_name(ctx.device),
+        fast_path={"models_per_step": trainer.k, "cuda_graph": trainer.graphed, "tf32": trainer.device.type == "cuda" and trainer.cfg.tf32},
+        seconds=round(time.perf_counter() - start, 2),
+        resumed_from_step=resumed_from,
+        members=tuple(members),
+        where=where or {},
+        provenance={"git_commit": provenance.git_commit(), **provenance.versions(), **provenance.data_source(ctx.data, trial.experiment)},
+    )
+    store.write_record(record)
+    return record
+
+
+def _arrays(trainer: Trainer, model_cfg: models.ModelConfig) -> dict[str, np.ndarray]:
+    arrays = {"alignment": trainer.alignment(ALIGNMENT_SAMPLES).numpy()}  # (K, T, n, C, S, S)
+    if model_cfg.classifier is not None:
+        mean, var = trainer.class_moments()  # (K, classes, C, S, S)
+        arrays |= {"mean": mean.numpy(), "var": var.numpy()}
+    return arrays
+
+
+def _save_member(trainer: Trainer, k: int, arrays: dict, folder: Path) -> None:
+    """Member k's weights (loadable into AlignNet(cfg, [seed])), alignment PNG and arrays."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    weights = {name: t[k : k + 1].clone() for name, t in trainer.model.state_dict().items()}
+    torch.save(weights, folder / "model.pt")
+    np.savez_compressed(folder / "arrays.npz", **{name: a[k] for name, a in arrays.items()})
+    save_image_grid(folder / "alignment.png", arrays["alignment"][k])

@@ -1,0 +1,71 @@
+"""A sweep's settings: the resolved workflow config (profile, budget, device, Ray, MLflow).
+
+The workflow passes them to ``pipeline.sweep`` as JSON; anything left out takes its default
+here. Settings the trials could not use fail before any compute, naming the config key.
+"""
+
+from __future__ import annotations
+
+
+class SettingsError(ValueError):
+    """A setting the trials cannot use; the message names the config key and what is allowed."""
+
+
+DEFAULTS = {
+    "profile": "paper",
+    "budget": {},
+    "device": "cpu",
+    "pack": "auto",
+    "cuda_graph": True,
+    "tracking": {"enabled": True, "uri": None},
+    "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2},
+}
+
+#: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
+#: at K = 1, 2, 4, 8, 16 runs 5.7, 10.9, 11.6, 11.0, 10.2 model-iterations/s (``python -m
+#: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). GPU: a provisional value,
+#: from figures measured on an H200 outside this project (1,929 at K = 32, 2,100 at K = 128).
+AUTO_PACK = {"cpu": 4, "cuda": 128}
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``base`` updated by ``over``, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def resolve(settings: dict | None) -> dict:
+    return merge(DEFAULTS, settings or {})
+
+
+def models_per_trial(pack: int | str, device: str) -> int:
+    """K, the most models one trial trains together: ``pack``, or for 'auto' the device's best."""
+    if pack == "auto":
+        return AUTO_PACK["cuda" if str(device).startswith("cuda") else "cpu"]
+    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        raise SettingsError(f"config key 'pack': expected 'auto' or an integer >= 1, got {pack!r}")
+    return pack
+
+
+def check_device(settings: dict, executor: str) -> None:
+    """SettingsError, before any compute, for a device the trials could not use."""
+    import torch
+
+    device = settings["device"]
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise SettingsError(f"config key 'device': {device!r} is not a torch device; allowed: cpu, cuda, cuda:N") from None
+    if kind not in ("cpu", "cuda"):
+        raise SettingsError(f"config key 'device': {device!r} is not supported; allowed: cpu, cuda, cuda:N")
+    if kind == "cuda" and executor == "ray" and not settings["ray"]["gpus_per_trial"] > 0:
+        # Ray hides every GPU from a trial that asks for none (CUDA_VISIBLE_DEVICES='')
+        raise SettingsError(
+            "config key 'ray.gpus_per_trial' is 0 but 'device' is cuda: give each trial a GPU or a share of one (e.g. 1 or 0.25)"
+        )
+    if kind == "cuda" and executor == "inline" and not torch.cuda.is_available():
+        raise SettingsError(
+            f"config key 'device' is {device!r}, but this machine has no CUDA device torch can use (torch {torch.__version__})"
+        )

@@ -1,0 +1,92 @@
+"""Where a grid's results live on disk; the only code that spells those paths.
+
+    <results>/<grid>.parquet                the tidy results table (pipeline.results)
+    <results>/<grid>/sweep.json             the last sweep's summary
+    <results>/<grid>/best.json              a search's best setting
+    <results>/<grid>/ray/                   Ray Tune's own records
+    <results>/<grid>/trials/<key>/
+        record.json     written last, atomically: its presence means the trial is done
+        checkpoint.pt   the unfinished trial's last state (gone once it is done)
+        arrays.npz      alignment samples, class means and variances of every member (the figures')
+        member<k>/      member k's weights, alignment PNG and arrays (its MLflow artifacts)
+        .lock           held while a process trains the trial
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.files import atomic, locked, write_json
+from pipeline.trial import TrialRecord
+
+
+class GridStore:
+    """The files of one grid's sweeps, under a results folder."""
+
+    def __init__(self, results: str | Path, grid: str):
+        self.results, self.grid = Path(results).resolve(), grid
+        self.root = self.results / grid
+
+    @classmethod
+    def of_table(cls, table: str | Path) -> GridStore:
+        """The store beside a results table ``<results>/<grid>.parquet``."""
+        table = Path(table)
+        return cls(table.parent, table.stem)
+
+    # --- the grid ---------------------------------------------------------------------------
+    @property
+    def table(self) -> Path:
+        return self.results / f"{self.grid}.parquet"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.json"
+
+    @property
+    def tune_storage(self) -> Path:
+        return self.root / "ray"
+
+    # --- a trial ----------------------------------------------------------------------------
+    def folder(self, key: str) -> Path:
+        return self.root / "trials" / key
+
+    def checkpoint(self, key: str) -> Path:
+        return self.folder(key) / "checkpoint.pt"
+
+    def member_folder(self, key: str, k: int) -> Path:
+        return self.folder(key) / f"member{k}"
+
+    def lock(self, key: str, on_wait=None) -> AbstractContextManager:
+        """Held while a process trains trial ``key``: another process waits, then finds its record."""
+        self.folder(key).mkdir(parents=True, exist_ok=True)
+        return locked(self.folder(key) / ".lock", on_wait)
+
+    def record(self, key: str) -> TrialRecord | None:
+        path = self.folder(key) / "record.json"
+        return TrialRecord.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+    def done(self, key: str) -> bool:
+        return (self.folder(key) / "record.json").is_file()
+
+    def write_record(self, record: TrialRecord) -> None:
+        """The trial is done: its record, written atomically, and no checkpoint left behind."""
+        key = record.trial.key
+        write_json(self.folder(key) / "record.json", record.to_dict())
+        self.checkpoint(key).unlink(missing_ok=True)
+
+    def save_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        with atomic(self.folder(key) / "arrays.npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
+
+    def arrays(self, key: str, member: int) -> dict[str, np.ndarray]:
+        """Member ``member``'s saved arrays (each without the leading model axis)."""
+        with np.load(self.folder(key) / "arrays.npz") as z:
+            return {name: z[name][member] for name in z.files}
