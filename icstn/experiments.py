@@ -60,7 +60,7 @@ class Experiment:
     init: str  # weight initialisation of its networks (see icstn.layers.StackedNet.init_)
     error_unit: str  # what its test error measures, for captions
     error_label: str  # the same, short, for an axis
-    paper_table: int
+    paper_table: int | None  # the paper's table this experiment reproduces
     defaults: dict = field(hash=False)  # noise_warp, sigma_px, lr_geometric, lr_classifier: what a run uses unless told
     budgets: dict[str, Budget] = field(hash=False)  # per named profile preset (config: budget.preset)
     caveat: str = ""  # what a reader must know about the data behind its numbers

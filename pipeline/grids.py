@@ -66,6 +66,9 @@ def load_grid(path: str | Path, budget: dict | None = None) -> dict:
                 models.check_noise(cfg, warp)
             except ValueError as exc:
                 raise GridError(f"{path}: key 'noise_warp': bad value {warp!r} for models.{i}: {exc}") from None
+    table = experiments.get(grid["experiment"]).paper_table
+    if "paper_table" in grid and grid["paper_table"] != table:
+        raise GridError(f"{path}: key 'paper_table': bad value {grid['paper_table']}; the paper's table of {grid['experiment']} is {table}")
     grid["name"] = path.stem
     return apply_budget(grid, budget or {})
 

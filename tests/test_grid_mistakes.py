@@ -50,6 +50,7 @@ class TestBudgetOnlyLowers:
         ({"iterations": 10**13}, r"key 'iterations': bad value 10000000000000; allowed: <= 10000000"),
         ({"models": ["IC-STN-99999999(b)"]}, r"key 'models.0': unknown mnist model 'IC-STN-99999999\(b\)'.*1 <= N <= 32"),
         ({"test_warps": [100]}, r"key 'test_warps.0': bad value 100; allowed: <= 32"),
+        ({"paper_table": 3}, r"key 'paper_table': bad value 3; the paper's table of mnist is 2"),
         (
             {"experiment": "planar", "models": ["IC-STN-2"], "noise_warp": "homography"},
             r"key 'noise_warp': bad value 'homography' for models.0: IC-STN-2 predicts affine warps and cannot undo homography",

@@ -196,3 +196,15 @@ def test_interrupted_sweep_resumes(tmp_path, store, data_root):
     for run in runs:
         steps = [m.step for m in store.get_metric_history(run.info.run_id, "train_loss")]
         assert steps == sorted(set(steps)) and steps[-1] == 400
+
+
+def test_a_search_per_model_tunes_each_model(tmp_path, data_root):
+    space = {"lr_classifier": {"low": 0.01, "high": 0.5}}
+    search = {"num_samples": 2, "validation_size": 200, "space": space, "per_model": True}
+    grid = write_grid(tmp_path, "each", models=["CNN(b)", "STN(b)"], seeds=[0], iterations=10, search=search)
+    sweep.sweep(grid, tmp_path / "results", data_root / "processed", {}, executor="inline", track=False)
+    best = json.loads((tmp_path / "results" / "each" / "best.json").read_text())
+    assert best["tuned"] == "per model" and set(best["per_model"]) == {"CNN(b)", "STN(b)"}
+    df = pd.read_parquet(tmp_path / "results" / "each.parquet")
+    used = df.groupby("model").lr_classifier.first().to_dict()
+    assert used == pytest.approx({m: b["lr_classifier"] for m, b in best["per_model"].items()})  # each model its own
