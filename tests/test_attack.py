@@ -207,7 +207,8 @@ def test_an_unusable_store_is_named_in_one_line(tmp_path, data_root, make_store,
     assert not (tmp_path / "r").exists()
 
 
-def test_the_runs_table_url_of_each_experiment(tmp_path, data_root):
+def test_the_runs_table_url_of_each_experiment(tmp_path, data_root, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would win over the configured store
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep.sweep(write_grid(tmp_path, iterations=10), tmp_path / "r", data_root / "processed", {"tracking": {"uri": uri}}, "inline")
     out = subprocess.run([sys.executable, "-m", "pipeline.tracking", "--uri", uri, "--experiments", "align"], cwd=REPO,
