@@ -1,10 +1,12 @@
-# `make reproduce` sets up .venv and runs the main job (PROFILE=quick by default;
-# PROFILE=paper for the full protocol). `make test` sets up .venv, lints and runs the tests.
+# `make reproduce` sets up .venv and runs the main job (PROFILE=quick by default; PROFILE=medium
+# for the paper's ordering on a CPU in under an hour; PROFILE=paper for the full protocol;
+# ABLATIONS=true adds config/ablations). `make test` sets up .venv, lints and runs the tests.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PROFILE ?= quick
+ABLATIONS ?= false
 CORES ?= $(shell nproc)
 CONFIGFILE := $(if $(filter paper,$(PROFILE)),config/config.yaml,config/$(PROFILE).yaml)
 # The offline dataset mirror beside this checkout, when there is one; otherwise the official sources.
@@ -22,9 +24,9 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 reproduce: setup
-	snakemake --cores $(CORES) --configfile $(CONFIGFILE) --rerun-incomplete
+	snakemake --cores $(CORES) --configfile $(CONFIGFILE) --config ablations=$(ABLATIONS) --rerun-incomplete
 	@echo "report: $(CURDIR)/reports/index.html"
-	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml)))
+	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml) $(if $(filter true,$(ABLATIONS)),$(wildcard config/ablations/*.yaml))))
 
 lint: setup
 	ruff check .

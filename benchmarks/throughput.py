@@ -116,7 +116,7 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
         settings |= yaml.safe_load(overlay.read_text())
     pack = models_per_trial(settings.get("pack", "auto"), device)
     rates, total = {}, 0.0
-    for path in grids.discover(settings.get("grids") or config.parent / "grids"):
+    for path in grids.discover(settings.get("grids") or config.parent / "grids").values():
         grid = grids.load_grid(path, settings.get("budget") or {})
         data, hours = synthetic(grid["experiment"]), 0.0
         for trial in grids.expand(grid, pack):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from icstn import metrics
+from icstn import metrics, noise, rng, warps
 from icstn.models import AlignNet
 from icstn.sampling import Sampler
 
@@ -80,3 +80,41 @@ class Evaluator:
             moments.update(out.steps[-1], self.sampler.data.test_labels[idx])
         mean, var = moments.result()
         return mean.cpu(), var.cpu()
+
+    def linear_baseline(self, k: int, n_train: int = 10_000, batch: int = 500, ridge: float = 1e-3) -> float:
+        """Model k's calibration on an alignment task: the test error of the best one-step linear
+        predictor, fitted in closed form on its own training distribution (seed k, sigma k).
+
+        The predictor maps the perturbed sample's pixels (and a constant) to the update that would
+        undo the perturbation, the inverse warp's parameters, by least squares with a small ridge;
+        its update is composed with the perturbation as a c-STN-1's is. It shows how hard the
+        task is: a c-STN-1 (one linear layer, one step) can at best approach it.
+        """
+        cfg, s = self.model.cfg, self.sampler
+        if not s.alignment:
+            raise ValueError(f"{cfg.name}: the linear baseline is for alignment experiments")
+        source = s.source(s.data.train_images, None)[0]  # (1, C, H, W): the one image
+        features = cfg.channels * cfg.size * cfg.size + 1
+
+        def design(p: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, F): the warped sample's pixels, then 1
+            x = warps.warp_image(source, p, cfg.warp, (cfg.size, cfg.size), s.data.ref).flatten(1)
+            return torch.cat([x, torch.ones(len(x), 1, device=x.device)], 1).double()
+
+        xtx = torch.zeros(features, features, dtype=torch.float64, device=s.device)
+        xty = torch.zeros(features, warps.WARP_DOF[cfg.warp], dtype=torch.float64, device=s.device)
+        with torch.no_grad():
+            for i in range(-(-n_train // batch)):
+                z = noise.unit_noise(s.seed_t[k : k + 1], i, batch, rng.CALIBRATION)  # (1, B, 4, 2)
+                p = s.perturbations(z.expand(s.k, -1, -1, -1))[k]  # (B, D), sigma k's scale
+                x = design(p)
+                xtx += x.T @ x
+                xty += x.T @ warps.inverse(p, cfg.warp).double()
+            xtx += ridge * xtx.diagonal().mean() * torch.eye(features, dtype=torch.float64, device=s.device)
+            weights = torch.linalg.solve(xtx, xty)  # (F, D)
+            _, p_test = self.test_set()
+            total = 0.0
+            for i in range(0, p_test.shape[1], self.batch):
+                p0 = p_test[k, i : i + self.batch]  # (B, D)
+                dp = (design(p0) @ weights).to(p0.dtype)
+                total += metrics.corner_error_px(warps.compose(dp, p0, cfg.warp)[None], cfg.warp, cfg.size).sum().item()
+        return total / p_test.shape[1]

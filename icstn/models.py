@@ -42,8 +42,7 @@ class ModelConfig:
     channels: int = 1
     size: int = 28  # side of the sample the networks see
     num_classes: int = 10
-    init: str = "normal"  # see StackedNet.init_
-    init_std: float = 0.1
+    init: experiments.Init = experiments.Init("normal")  # how its weights start
 
     @property
     def n_predictors(self) -> int:
@@ -68,10 +67,11 @@ class AlignNet(nn.Module):
             if net.out_features != warps.WARP_DOF[cfg.warp]:
                 raise ValueError(f"{cfg.name}: predictor outputs {net.out_features}, {cfg.warp} needs {warps.WARP_DOF[cfg.warp]}")
         self.classifier = StackedNet(cfg.classifier, shape, self.k) if cfg.classifier else None
-        for i, net in enumerate(self.predictors):  # the last predictor layer starts at the identity
-            net.init_([s * 1000 + i for s in seeds], cfg.init, cfg.init_std, zero_last=True)
+        init = cfg.init
+        for i, net in enumerate(self.predictors):
+            net.init_([s * 1000 + i for s in seeds], init.scheme, init.predictor_std, zero_last=init.zero_last)
         if self.classifier is not None:
-            self.classifier.init_([s * 1000 + 999 for s in seeds], cfg.init, cfg.init_std)
+            self.classifier.init_([s * 1000 + 999 for s in seeds], init.scheme, init.classifier_std)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Geometric-predictor and classifier parameters, for their separate learning rates."""
@@ -151,7 +151,7 @@ def capacity(cfg: ModelConfig) -> int:
 def _config(exp: experiments.Experiment, v: experiments.Variant) -> ModelConfig:
     return ModelConfig(
         v.name, exp.name, v.family, v.classifier, v.predictor, v.n_warps,
-        exp.warp, exp.layout.channels, exp.sample_size, exp.num_classes, exp.init,
+        exp.warp, exp.layout.channels, exp.sample_size, exp.num_classes, exp.inits[exp.defaults["init"]],
     )  # fmt: skip
 
 
@@ -168,12 +168,18 @@ _ICSTN_N = re.compile(r"IC-STN-(\d+)(\([ab]\))?")
 MAX_WARPS = 32
 
 
-def get_config(experiment: str, name: str) -> ModelConfig:
-    """The variant ``name`` of ``experiment``; ValueError naming the allowed ones.
+def get_config(experiment: str, name: str, init: str | None = None) -> ModelConfig:
+    """The variant ``name`` of ``experiment``, its weights started by the experiment's ``init``
+    (default: the experiment's); ValueError naming the allowed ones.
 
     Besides the registered rows, IC-STN-N takes any N >= 1 (an unroll-count ablation): it is
     the registered IC-STN of that experiment (and setting) unrolled N times.
     """
+    if init is not None:
+        inits = experiments.get(experiment).inits
+        if init not in inits:
+            raise ValueError(f"unknown {experiment} init {init!r}; allowed: {sorted(inits)}")
+        return replace(get_config(experiment, name), init=inits[init])
     names = model_names(experiment)
     if name in names:
         return REGISTRY[(experiment, name)]

@@ -9,6 +9,7 @@ before anything runs, naming the file, the key, the bad value and what is allowe
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import re
 from functools import cache
@@ -54,8 +55,8 @@ def load_grid(path: str | Path, budget: dict | None = None) -> dict:
     path = Path(path)
     if not NAME.fullmatch(path.stem):
         raise GridError(f"{path}: a grid's file name may hold letters, digits, '-' and '_' only (it names the sweep); rename it")
-    grid = schema.validate(read_yaml(path), grid_schema(), str(path), GridError)
-    noise_warps = grid["noise_warp"] if isinstance(grid["noise_warp"], list) else [grid["noise_warp"]]
+    grid = _with_experiment_defaults(schema.validate(read_yaml(path), grid_schema(), str(path), GridError), path)
+    noise_warps = as_list(grid["noise_warp"])
     for i, name in enumerate(grid["models"]):
         try:
             cfg = models.get_config(grid["experiment"], name)
@@ -71,6 +72,30 @@ def load_grid(path: str | Path, budget: dict | None = None) -> dict:
         raise GridError(f"{path}: key 'paper_table': bad value {grid['paper_table']}; the paper's table of {grid['experiment']} is {table}")
     grid["name"] = path.stem
     return apply_budget(grid, budget or {})
+
+
+def as_list(value) -> list:
+    """A list-valued key's values (a single value is a list of one)."""
+    return value if isinstance(value, list) else [value]
+
+
+def _with_experiment_defaults(grid: dict, path: Path) -> dict:
+    """Null keys take the experiment's defaults; ``sigma_canonical`` becomes ``sigma_px``."""
+    exp = experiments.get(grid["experiment"])
+    if "sigma_canonical" in grid:
+        if grid["sigma_px"] is not None:
+            raise GridError(f"{path}: key 'sigma_canonical': give the noise levels in one unit, sigma_px or sigma_canonical")
+        px_per_unit = (exp.sample_size - 1) / 2  # align_corners=True: the canonical square spans S - 1 pixels
+        grid["sigma_px"] = [round(c * px_per_unit, 9) for c in grid["sigma_canonical"]]
+    grid["sigma_px"] = grid["sigma_px"] or [exp.defaults["sigma_px"]]
+    for key in ("init", "noise_warp", "lr_geometric", "lr_classifier"):
+        if grid[key] is None:
+            grid[key] = exp.defaults[key]
+    for i, init in enumerate(as_list(grid["init"])):
+        if init not in exp.inits:
+            where = "init" if isinstance(grid["init"], str) else f"init.{i}"
+            raise GridError(f"{path}: key {where!r}: bad value {init!r}; allowed: {sorted(exp.inits)} (the {exp.name} inits)")
+    return grid
 
 
 def apply_budget(grid: dict, budget: dict) -> dict:
@@ -103,9 +128,11 @@ def apply_budget(grid: dict, budget: dict) -> dict:
         grid["test_samples"] = min(grid["test_samples"] or math.inf, int(pick("test_samples")))
     if pick("eval_every") is not None:
         grid["eval_every"] = min(grid["eval_every"], int(pick("eval_every")))
-    grid["lr_scale"] = float(pick("lr_scale") or 1.0)
-    grid["lr_geometric"] *= grid["lr_scale"]
-    grid["lr_classifier"] *= grid["lr_scale"]
+    scale = grid["lr_scale"] = float(pick("lr_scale") or 1.0)
+    rates = [r * scale for r in as_list(grid["lr_geometric"])]
+    grid["lr_geometric"] = rates if isinstance(grid["lr_geometric"], list) else rates[0]
+    grid["lr_geometric_by_family"] = {family: r * scale for family, r in grid["lr_geometric_by_family"].items()}
+    grid["lr_classifier"] *= scale
     if budget.get("search_samples") and "search" in grid:
         grid["search"]["num_samples"] = min(grid["search"]["num_samples"], int(budget["search_samples"]))
     return grid
@@ -126,19 +153,27 @@ def expand(grid: dict, pack: int = 4) -> list[Trial]:
     ``key`` from its content, so a rerun recognises what is already done.
     """
     members = [Member(s, float(sig)) for sig in grid["sigma_px"] for s in grid["seeds"]]
-    noise_warps = grid["noise_warp"] if isinstance(grid["noise_warp"], list) else [grid["noise_warp"]]
     trials = []
     for name in grid["models"]:
         cfg = models.get_config(grid["experiment"], name)
         test_warps = tuple(sorted({cfg.n_warps, *grid["test_warps"]})) if cfg.family == "icstn" else ()
-        for noise_warp in noise_warps:
+        rates = as_list(grid["lr_geometric"])[:1] if cfg.family == "cnn" else as_list(grid["lr_geometric"])  # a CNN has no predictor
+        rates = list(dict.fromkeys(grid["lr_geometric_by_family"].get(cfg.family, r) for r in rates))
+        for noise_warp, init, lr_geometric in itertools.product(as_list(grid["noise_warp"]), as_list(grid["init"]), rates):
             for chunk in _chunks(members, pack):
-                train = {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp}
+                train = {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp, "lr_geometric": lr_geometric}
                 trials.append(Trial(grid["name"], grid["experiment"], name, tuple(chunk), train, grid["test_samples"], test_warps,
-                                    grid.get("lr_scale", 1.0)))  # fmt: skip
+                                    grid.get("lr_scale", 1.0), init))  # fmt: skip
     return trials
 
 
-def discover(folder: str | Path = "config/grids") -> list[Path]:
-    """Every grid file of a folder, sorted by name."""
-    return sorted(Path(folder).glob("*.yaml"))
+def discover(*folders: str | Path) -> dict[str, Path]:
+    """name -> file of every grid of the folders (``config/grids``, and ``config/ablations`` when
+    switched on); GridError for two grids of one name, which would share a sweep and a table."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.yaml")):
+            if path.stem in found:
+                raise GridError(f"{path}: a grid named {path.stem!r} is also {found[path.stem]}; grid names must differ")
+            found[path.stem] = path
+    return found

@@ -17,7 +17,7 @@ from pipeline.trial import TrialRecord
 
 COLUMNS = [
     "grid", "experiment", "model", "family", "n_warps_train", "capacity", "member", "seed", "sigma_px", "noise_warp", "split",
-    "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "lr_scale", "test_samples",
+    "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "lr_scale", "init", "test_samples",
     "profile", "device", "models_per_step", "cuda_graph", "tf32", "seconds", "trial_key", "git_commit", "python", "torch",
     "ray", "mlflow", "data_fetched_from",
 ]  # fmt: skip
@@ -41,6 +41,7 @@ def rows(record: TrialRecord, profile: str) -> list[dict]:
         "lr_geometric": trial.train["lr_geometric"],
         "lr_classifier": trial.train["lr_classifier"],
         "lr_scale": trial.lr_scale,
+        "init": trial.init,
         "test_samples": record.test_samples_used,  # what was evaluated, whatever was asked for
         "profile": profile,
         "device": record.device,

@@ -20,7 +20,7 @@ from icstn.train import Callback, TrainConfig, Trainer
 from pipeline import provenance
 from pipeline.images import save_image_grid
 from pipeline.store import GridStore
-from pipeline.trial import MemberResult, Trial, TrialRecord
+from pipeline.trial import MemberResult, Trial, TrialRecord, digest
 
 ALIGNMENT_SAMPLES = 8
 CHECKPOINT_EVERY = 10_000  # at most this many steps between checkpoints, however long the run
@@ -112,7 +112,7 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
     start = time.perf_counter()
     print(f"trial {trial.key}: training {len(trial.members)} model(s)", file=sys.stderr, flush=True)
     dataset, split = load_dataset(trial, ctx.data)
-    model_cfg = models.get_config(trial.experiment, trial.model)
+    model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
     trainer = Trainer(
         model_cfg, train_config(trial, ctx.cuda_graph), dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),)
     )
@@ -121,6 +121,11 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
         trainer.load(resume)
     resumed_from = trainer.step if resume is not None else None
     final = trainer.fit()
+    if experiments.is_alignment(trial.experiment):  # calibration: the best one-step linear predictor
+        for k, member in enumerate(trial.members):
+            same = {"linear_baseline": 1, "noise_warp": trial.train["noise_warp"], **asdict(member), "test_samples": trial.test_samples}
+            key = digest(same)  # what the value depends on: models of one grid share it
+            final[k]["linear_error"] = store.cached(key, lambda k=k: trainer.evaluator.linear_baseline(k))
     by_warps = {n: trainer.evaluate(n_warps=n) for n in trial.test_warps}
     arrays = _arrays(trainer, model_cfg)
     store.save_arrays(trial.key, arrays)

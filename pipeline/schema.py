@@ -65,6 +65,10 @@ def _resolve(schema: dict, root: dict) -> dict:
     return schema
 
 
+def _wants(schema: dict, alternatives: list[dict], kind: str) -> bool:
+    return any(kind in ([s["type"]] if isinstance(s.get("type"), str) else s.get("type", [])) for s in [schema, *alternatives])
+
+
 def _number_types(schema: dict, alternatives: list[dict]) -> set[str]:
     found = set()
     for s in [schema, *alternatives]:
@@ -78,6 +82,8 @@ def coerce_numbers(doc, schema: dict, root: dict | None = None):
     root = root or schema
     schema = _resolve(schema, root)
     alternatives = [_resolve(s, root) for s in schema.get("oneOf", []) + schema.get("anyOf", [])]
+    if isinstance(doc, str) and doc.lower() in ("true", "false") and _wants(schema, alternatives, "boolean"):
+        return doc.lower() == "true"  # `snakemake --config ablations=true` passes the string
     if isinstance(doc, str):
         wanted = _number_types(schema, alternatives)
         try:

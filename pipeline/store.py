@@ -4,6 +4,7 @@
     <results>/<grid>/sweep.json             the last sweep's summary
     <results>/<grid>/best.json              a search's best setting
     <results>/<grid>/ray/                   Ray Tune's own records
+    <results>/<grid>/cache/<digest>.json    values trials share (an alignment task's linear baseline)
     <results>/<grid>/trials/<key>/
         record.json     written last, atomically: its presence means the trial is done
         checkpoint.pt   the unfinished trial's last state (gone once it is done)
@@ -90,3 +91,12 @@ class GridStore:
         """Member ``member``'s saved arrays (each without the leading model axis)."""
         with np.load(self.folder(key) / "arrays.npz") as z:
             return {name: z[name][member] for name in z.files}
+
+    def cached(self, key: str, compute):
+        """The value stored under ``key``, or ``compute()``'s, stored (JSON): work trials share."""
+        path = self.root / "cache" / f"{key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(path.with_suffix(".lock")):
+            if not path.is_file():
+                write_json(path, {"value": compute()})
+            return json.loads(path.read_text())["value"]

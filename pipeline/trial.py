@@ -40,6 +40,7 @@ class Trial:
     test_samples: int | None  # a fixed subset of the test set (None: all); for alignment, test perturbations
     test_warps: tuple[int, ...]  # unroll counts tested besides the trained one (IC-STN)
     lr_scale: float = 1.0  # the profile's factor, already applied to train's rates (provenance)
+    init: str | None = None  # the experiment's init of that name (None: its default)
     validation_size: int | None = None  # a search trial: tested on a holdout of the training set
 
     def to_dict(self) -> dict:

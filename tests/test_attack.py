@@ -240,7 +240,8 @@ def test_credentials_in_a_mirror_url_are_never_recorded(tmp_path, monkeypatch, c
     from pipeline.report import html
 
     paper = REPO / "config" / "paper_results.csv"
-    html.render([tmp_path / "r" / "align.parquet"], tmp_path, tmp_path / "processed", tmp_path, tmp_path, paper, tmp_path / "index.html")
+    table, grid_file = tmp_path / "r" / "align.parquet", tmp_path / "align.yaml"
+    html.render([table], [grid_file], tmp_path / "processed", tmp_path, tmp_path, paper, tmp_path / "index.html")
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in {".json", ".parquet", ".html"}]
     assert {"ORIGINS.json", "manifest.json", "record.json", "align.parquet", "index.html"} <= {p.name for p in written}
     for path in written:

@@ -5,6 +5,7 @@ the models the figures need, plus one new grid file (an ablation) that no code k
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def test_every_table_with_the_papers_numbers(workflow_run):
     assert ((t2.ours_mean >= 0) & (t2.ours_mean <= 100)).all()
     assert (t2["diff"] - (t2.ours_mean - t2.paper)).abs().max() < 1e-6
     md = (work / "reports" / "tables" / "table2.md").read_text()
-    assert "| STN(a) | 4.944 |" in md and "profile tiny" in md and "30 iterations" in md
+    assert re.search(r"\| STN\(a\) +\| 4\.944 +\|", md) and "profile tiny" in md and "30 iterations" in md
     t1 = pd.read_csv(work / "reports" / "tables" / "table1.csv")
     assert sorted(t1.sigma_px.unique()) == [2.5, 10.0]
     assert (t1.model == "unaligned input").sum() == 2  # one calibration row per sigma
@@ -95,7 +96,7 @@ def test_new_grid_gets_its_own_sweep_table_figure_and_experiment(workflow_run):
     df = pd.read_parquet(work / "results" / "noise_family.parquet")
     assert set(df.noise_warp) == {"affine", "homography"} and set(df.seed) == {0, 1}
     table = (work / "reports" / "tables" / "noise_family.md").read_text()
-    assert "| noise |" in table.splitlines()[2]  # the header: the ablated setting is a column
+    assert re.search(r"\| +noise +\|", table.splitlines()[2])  # the header: the ablated setting is a column
     assert (work / "reports" / "figures" / "noise_family.png").stat().st_size > 5000
     client = mlflow.tracking.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     exp = client.get_experiment_by_name("noise_family")
@@ -115,7 +116,10 @@ def test_six_figures_and_index(workflow_run, mirror):
         assert needle in page, needle
     for n in range(6, 12):
         assert f"src='figures/fig{n}.png'" in page
-    assert page.count("<table") == 5  # provenance + four grids
+    assert page.count("<table") == 6  # the scorecard, the provenance, four grids
+    assert page.index("<h2>Scorecard</h2>") < page.index("<h2>Provenance</h2>")
+    for table in ("Table 1", "Table 2", "Table 3"):
+        assert f"#table{table[-1]}'>{table}</a>" in page
 
 
 def test_rerun_does_nothing(workflow_run, mirror):

@@ -69,11 +69,12 @@ def check_figures(grid: dict, source: str) -> None:
             raise GridError(f"{key}: {name} draws {list(spec.models)}, and the grid's 'models' lacks {missing}")
 
 
-def figure_owners(grids_by_name: dict[str, dict], folder: str | Path = "config/grids") -> dict[str, str]:
-    """figure -> the one grid that draws it; GridError for a figure a grid cannot draw or two grids claim."""
+def figure_owners(grids_by_name: dict[str, dict], files: dict[str, Path]) -> dict[str, str]:
+    """figure -> the one grid that draws it; GridError, naming the grid's file, for a figure a grid
+    cannot draw or two grids claim."""
     owners: dict[str, str] = {}
     for name, grid in grids_by_name.items():
-        source = str(Path(folder) / f"{name}.yaml")
+        source = str(files[name])
         check_figures(grid, source)
         for fig in grid.get("figures", []):
             if fig in owners:

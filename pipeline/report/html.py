@@ -1,6 +1,6 @@
 """One page with every table and figure and the run's provenance: ``reports/index.html``.
 
-    python -m pipeline.report.html --results results/table1.parquet ... --grids config/grids \
+    python -m pipeline.report.html --results results/table1.parquet ... --grids config/grids/table1.yaml ... \
         --data data/processed --out reports/index.html
 """
 
@@ -19,7 +19,7 @@ import pandas as pd
 from icstn import experiments
 from pipeline import grids, results
 from pipeline.files import write_text
-from pipeline.report import tables
+from pipeline.report import agreement, tables
 from pipeline.report.figures import FIGURES
 
 STYLE = """
@@ -62,7 +62,31 @@ def _provenance(frames: list[pd.DataFrame], data_root: Path) -> pd.DataFrame:
     return pd.DataFrame({"": list(rows), "value": list(rows.values())})
 
 
-def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: Path, tables_dir: Path, paper_csv: Path, out: Path) -> Path:
+def _scorecard(frames: dict, grid_of: dict, built: dict) -> str:
+    """One line per table with the paper's numbers: how far our ordering and our values agree."""
+    rows = []
+    for name, table in built.items():
+        if "paper" not in table:
+            continue
+        card, df = agreement.scorecard(table), frames[name]
+        rows.append({
+            "table": f"<a href='#{name}'>{html.escape(grid_of[name].get('title', name).split(':')[0])}</a>",
+            "Kendall's τ (p, cells)": "n/a" if card["tau"] != card["tau"] else f"{card['tau']:+.2f} (p = {card['p']:.2g}, {card['cells']})",
+            "cells in agreement": f"{card['agree']} of {card['judged']}" + (f" ({card['fraction']:.0%})" if card["judged"] else ""),
+            "diverged runs": card["diverged"],
+            "profile": f"{df.profile.iloc[0]}, {', '.join(map(str, sorted(df.iterations.unique())))} iterations, {df.seed.nunique()} seeds",
+        })  # fmt: skip
+    if not rows:
+        return ""
+    note = ("<p class='caption'>τ: Kendall's tau-b between the paper's values and our means over the cells both have (1: the "
+            "paper's ordering exactly), with its two-sided p-value. A cell agrees when our 95% t-interval over seeds holds the "
+            "paper's value; a cell with one seed is not judged. Diverged runs are counted and left out of the means.</p>")  # fmt: skip
+    return "<h2>Scorecard</h2>" + pd.DataFrame(rows).to_html(index=False, escape=False) + note
+
+
+def render(
+    result_paths: list[Path], grid_files: list[Path], data_root: Path, figures: Path, tables_dir: Path, paper_csv: Path, out: Path
+) -> Path:
     out = Path(out)
     frames = {Path(p).stem: results.read(p) for p in result_paths}
     profiles = {f.profile.iloc[0] for f in frames.values()}
@@ -80,12 +104,15 @@ def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: P
             "expect errors far above the paper's. Run <code>make reproduce PROFILE=paper</code> for the full protocol.</p>"
         )
     exps = sorted({f.experiment.iloc[0] for f in frames.values()})
+    grid_of = {name: grids.load_grid(next(g for g in grid_files if Path(g).stem == name)) for name in frames}
+    built = {name: tables.build(df, grid_of[name], paper_csv) for name, df in frames.items()}
+    parts.append(_scorecard(frames, grid_of, built))
     parts.append("<h2>Provenance</h2>" + _provenance(list(frames.values()), data_root).to_html(index=False, escape=True))
     caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
     parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
     for name, df in frames.items():
-        grid = grids.load_grid(grid_dir / f"{name}.yaml")
-        table = tables.formatted(tables.build(df, grid, paper_csv), grid)
+        grid = grid_of[name]
+        table = tables.formatted(built[name], grid)
         parts.append(f"<h2 id='{name}'>{html.escape(grid.get('title', name))}</h2>")
         parts.append(table.to_html(index=False, escape=True))
         links = [f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex")]
@@ -98,7 +125,9 @@ def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: P
                          f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
     parts.append("<h2>Metrics</h2><ul><li>Classification: test error in % on a fixed, seeded perturbation of the test set "
                  "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "
-                 "box corners under the predicted warp and under the ground truth; the paper does not state its unit.</li>"
+                 "box corners under the predicted warp and under the ground truth; the paper does not state its unit. Two "
+                 "calibration rows: the unaligned input, and the best one-step linear predictor (a least-squares fit of the "
+                 "inverse warp on the pixels, on the same training distribution), which a c-STN-1 can at best approach.</li>"
                  "<li>Browse every run, curve and artifact with <code>mlflow ui</code>.</li></ul></body></html>")  # fmt: skip
     return write_text(out, "\n".join(parts))
 
@@ -106,14 +135,16 @@ def render(result_paths: list[Path], grid_dir: Path, data_root: Path, figures: P
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", nargs="+", required=True)
-    parser.add_argument("--grids", default="config/grids")
+    parser.add_argument("--grids", nargs="+", required=True, help="the grid file of each results table")
     parser.add_argument("--data", default="data/processed")
     parser.add_argument("--figures", default="reports/figures")
     parser.add_argument("--tables", default="reports/tables")
     parser.add_argument("--paper", default="config/paper_results.csv")
     parser.add_argument("--out", default="reports/index.html")
     a = parser.parse_args(argv)
-    path = render([Path(p) for p in a.results], Path(a.grids), Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper), Path(a.out))
+    path = render(
+        [Path(p) for p in a.results], [Path(g) for g in a.grids], Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper), Path(a.out)
+    )
     print(path, file=sys.stderr)
     return 0
 

@@ -4,8 +4,9 @@
         --paper config/paper_results.csv --out reports/tables
 
 Ours are mean +- std over seeds (n = seeds), at the number of warps the model was trained with.
-A grid with ``paper_table`` gets the paper's value, the difference and, for Tables 2 and 3,
-both capacities. Any other grid gets a table of its own settings.
+A grid with ``paper_table`` gets the paper's value and the agreement (``agreement``): our 95%
+interval, whether it holds the paper's value, the difference in standard errors; and, for
+Tables 2 and 3, both capacities. Any other grid gets a table of its own settings.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ import pandas as pd
 
 from icstn import experiments
 from pipeline import grids, results
+from pipeline.report import agreement
+
+SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may sweep besides models and seeds
+CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
 
 
 def summarize(df: pd.DataFrame, metric: str = "test_error") -> pd.DataFrame:
-    """Mean, std and count over seeds of ``metric`` at the trained unroll count."""
+    """Per model and setting, ``metric`` over seeds at the trained unroll count (``agreement.cell``)."""
     rows = df[(df.metric == metric) & (df.n_warps_test == df.n_warps_train)]
-    keys = ["model", "sigma_px", "noise_warp", "capacity"]
-    out = rows.groupby(keys, sort=False)["value"].agg(ours_mean="mean", ours_std="std", n_seeds="count").reset_index()
-    out["ours_std"] = out["ours_std"].fillna(0.0)
-    return out
+    keys = ["model", *[k for k in SETTINGS if k in rows], "capacity"]
+    cells = [{**dict(zip(keys, group)), **agreement.cell(g.value)} for group, g in rows.groupby(keys, sort=False, dropna=False)]
+    return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "se", "ci_low", "ci_high"])
 
 
 def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
@@ -37,40 +41,54 @@ def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
 
 
 def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None) -> pd.DataFrame:
-    """The report table of one grid (numbers, not yet formatted)."""
+    """The report table of one grid (numbers, not yet formatted), with the agreement columns."""
     table = summarize(df)
     order = {m: i for i, m in enumerate(grid["models"])}
+    alignment = experiments.is_alignment(grid["experiment"])
     if grid.get("paper_table") and paper_csv:
         paper = paper_rows(paper_csv, grid["paper_table"])
-        table = table.merge(paper, on=["model", "sigma_px"], how="left")
-        table["diff"] = table.ours_mean - table.paper
-        if experiments.is_alignment(grid["experiment"]):  # the unaligned input, so that a reader can calibrate
-            first = df[df.model == grid["models"][0]]  # every model sees the same perturbations
-            base = summarize(first, "baseline_error").assign(model="unaligned input", capacity=0)
-            table = pd.concat([table, base], ignore_index=True)
-            order["unaligned input"] = len(order)
+        # the paper's noise levels where it has several (Table 1); else its one, whatever ours is in pixels
+        on = ["model", "sigma_px"] if paper.sigma_px.nunique() > 1 else ["model"]
+        table = agreement.compare(table.merge(paper if len(on) == 2 else paper.drop(columns="sigma_px"), on=on, how="left"))
+        if alignment:  # calibration rows: every model sees the same test perturbations
+            first = df[df.model == grid["models"][0]]
+            for metric, label in CALIBRATION.items():
+                if (first.metric == metric).any():
+                    table = pd.concat([table, summarize(first, metric).assign(model=label, capacity=0)], ignore_index=True)
+                    order[label] = len(order)
     table["_order"] = table.model.map(order)
-    by = ["sigma_px", "_order"] if experiments.is_alignment(grid["experiment"]) else ["_order", "sigma_px"]
-    return table.sort_values(by).drop(columns="_order")
+    by = ["sigma_px", "_order"] if alignment else ["_order", "sigma_px"]
+    return table.sort_values(by, kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
 def _fmt(x, digits=3) -> str:
     return "" if pd.isna(x) else f"{x:.{digits}f}"
 
 
+def _ours(mean, std, n, diverged) -> str:
+    text = f"{mean:.3f} ± {std:.3f} ({n})" if n else "diverged"
+    return text + (f", {diverged} diverged" if diverged and n else "")
+
+
 def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
-    """Human-readable columns: 'ours' as mean ± std (n), capacities as integers."""
+    """Human-readable columns: 'ours' as mean ± std (n seeds), the paper's value, the agreement."""
     out = pd.DataFrame({"model": table.model})
     alignment = experiments.is_alignment(grid["experiment"])
     if table.sigma_px.nunique() > 1 or alignment:
         out["σ (px)"] = table.sigma_px.map(lambda s: f"{s:g}")
-    if table.noise_warp.nunique() > 1:
-        out["noise"] = table.noise_warp
+    for key, label in (("noise_warp", "noise"), ("init", "init"), ("lr_geometric", "geometric rate")):
+        if key in table and table[key].nunique() > 1:
+            out[label] = table[key].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
     if "paper" in table:
         out["paper"] = table.paper.map(_fmt)
-    out["ours (mean ± std, n seeds)"] = [f"{m:.3f} ± {s:.3f} ({n})" for m, s, n in zip(table.ours_mean, table.ours_std, table.n_seeds)]
-    if "diff" in table:
-        out["ours − paper"] = table["diff"].map(lambda d: "" if pd.isna(d) else f"{d:+.3f}")
+    out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged)]
+    if "paper" in table:
+        out["95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.ci_low, table.ci_high)]
+        out["ours − paper (SE)"] = [
+            "" if pd.isna(d) else f"{d:+.3f}" + (f" ({z:+.1f})" if pd.notna(z) and abs(z) != float("inf") else "")
+            for d, z in zip(table["diff"], table.diff_se)
+        ]
+        out["agrees"] = table.agrees.map(lambda a: "" if pd.isna(a) else ("yes" if a else "no"))
     if not alignment:
         out["capacity"] = table.capacity.map(lambda c: f"{int(c):,}")
         if "paper_capacity" in table:
@@ -79,22 +97,23 @@ def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame, caption: str) -> str:
-    head = "| " + " | ".join(table.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([head, rule, *body, "", caption, ""])
+    return table.to_markdown(index=False, disable_numparse=True) + f"\n\n{caption}\n"
+
+
+_TEX = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "−": "$-$", "σ": r"$\sigma$",
+}  # fmt: skip
+
+
+def _tex(text) -> str:
+    return "".join(_TEX.get(c, c) for c in str(text))
 
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
-    def esc(s):
-        return str(s).replace("±", r"$\pm$").replace("−", "$-$").replace("σ", r"$\sigma$").replace("%", r"\%").replace("_", r"\_")
-
-    cols = "l" + "r" * (len(table.columns) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\hline"]
-    lines.append(" & ".join(esc(c) for c in table.columns) + r" \\ \hline")
-    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
-    lines += [r"\hline", r"\end{tabular}", rf"\caption{{{esc(caption)}}}", r"\end{table}", ""]
-    return "\n".join(lines)
+    styler = table.rename(columns=_tex).map(_tex).style.hide(axis="index")
+    return styler.to_latex(caption=_tex(caption), position="t", position_float="centering", hrules=True,
+                           column_format="l" + "r" * (len(table.columns) - 1))  # fmt: skip
 
 
 def caption(df: pd.DataFrame, grid: dict) -> str:
@@ -103,7 +122,8 @@ def caption(df: pd.DataFrame, grid: dict) -> str:
     scales = sorted(df.lr_scale.unique()) if "lr_scale" in df else [1.0]
     scaled = "" if scales == [1.0] else f", learning rates x{'/'.join(f'{s:g}' for s in scales)} the grid's (the profile's lr_scale)"
     return (
-        f"{grid.get('title', grid['name'])}. Ours: {unit}, mean ± std over seeds; profile {df.profile.iloc[0]}, "
+        f"{grid.get('title', grid['name'])}. Ours: {unit}, mean ± std over n seeds (diverged runs counted and left out), "
+        f"95% t-interval; profile {df.profile.iloc[0]}, "
         f"{', '.join(map(str, it))} iterations, batch {df.batch_size.iloc[0]}{scaled}, "
         f"{', '.join(map(str, sorted(df.test_samples.unique())))} test samples, device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}."
     )

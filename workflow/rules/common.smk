@@ -9,9 +9,13 @@ from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
 
-GRIDS = {p.stem: load_grid(p) for p in discover(config["grids"])}
+# config/grids always; config/ablations too when switched on (--config ablations=true)
+GRID_FILES = discover(
+    config["grids"], *([config["ablation_grids"]] if config["ablations"] else [])
+)
+GRIDS = {name: load_grid(path) for name, path in GRID_FILES.items()}
 # every figure a grid asks for can be drawn from it, and no two grids claim one figure
-FIGURE_GRID = figure_owners(GRIDS, config["grids"])
+FIGURE_GRID = figure_owners(GRIDS, GRID_FILES)
 RAW, PROCESSED = config["data"]["raw"], config["data"]["processed"]
 RESULTS, REPORTS = config["results"], config["reports"]
 # The mirror reaches the fetch jobs through their environment, not their command line: where a
@@ -43,6 +47,10 @@ DRIVER = claim_driver() if workflow.is_main_process else None
 def parent(path, levels=1):
     """The folder ``levels`` above a file: derives a rule's folders from its own inputs and outputs."""
     return str(Path(path).parents[levels - 1])
+
+
+def grid_file(wildcards):
+    return GRID_FILES[wildcards.grid]
 
 
 def grid_data(wildcards):

@@ -1,7 +1,7 @@
 rule table:
     input:
         results=f"{RESULTS}/{{grid}}.parquet",
-        grid=f"{config['grids']}/{{grid}}.yaml",
+        grid=grid_file,
         paper=config["paper_results"],
     output:
         multiext(f"{REPORTS}/tables/{{grid}}", ".md", ".csv", ".tex"),
@@ -62,6 +62,7 @@ rule paper_figure:
 rule report:
     input:
         results=expand(f"{RESULTS}/{{grid}}.parquet", grid=GRIDS),
+        grids=list(GRID_FILES.values()),
         tables=expand(f"{REPORTS}/tables/{{grid}}.md", grid=GRIDS),
         figures=expand(f"{REPORTS}/figures/{{name}}.png", name=[*GRIDS, *FIGURE_GRID]),
         paper=config["paper_results"],
@@ -78,10 +79,9 @@ rule report:
     conda:
         ENV
     params:
-        grids=config["grids"],
         processed=lambda wildcards, input: parent(input.data[0], 2),
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
     shell:
-        "python -m pipeline.report.html --results {input.results:q} --grids {params.grids:q} --data {params.processed:q}"
+        "python -m pipeline.report.html --results {input.results:q} --grids {input.grids:q} --data {params.processed:q}"
         " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --out {output:q} 2>&1 | tee {log:q}"

@@ -1,6 +1,6 @@
 rule sweep:
     input:
-        grid=f"{config['grids']}/{{grid}}.yaml",
+        grid=grid_file,
         data=grid_data,
     output:
         f"{RESULTS}/{{grid}}.parquet",

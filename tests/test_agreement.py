@@ -1,0 +1,73 @@
+"""pipeline.report.agreement on hand-made frames: intervals, Kendall's tau, diverged runs."""
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pipeline.report import agreement, tables
+
+
+class TestCell:
+    def test_a_t_interval_over_seeds(self):
+        c = agreement.cell([1.0, 2.0, 3.0])
+        assert c["ours_mean"] == 2.0 and c["n_seeds"] == 3 and c["diverged"] == 0
+        half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) x sd / sqrt(n)
+        assert c["ci_low"] == pytest.approx(2.0 - half) and c["ci_high"] == pytest.approx(2.0 + half)
+
+    def test_a_diverged_run_is_counted_and_left_out(self):
+        c = agreement.cell([1.0, float("nan"), 3.0, float("inf")])
+        assert c["ours_mean"] == 2.0 and c["n_seeds"] == 2 and c["diverged"] == 2
+        assert agreement.cell([float("nan")])["n_seeds"] == 0 and math.isnan(agreement.cell([float("nan")])["ours_mean"])
+
+    def test_one_seed_has_no_interval(self):
+        c = agreement.cell([4.0])
+        assert c["ours_mean"] == 4.0 and c["ours_std"] == 0.0 and math.isnan(c["ci_low"])
+
+
+def frame(paper, runs):
+    """A table like tables.build's: one row per cell, ``runs`` its values over seeds."""
+    cells = [{"model": f"m{i}", "paper": p, **agreement.cell(r)} for i, (p, r) in enumerate(zip(paper, runs))]
+    return agreement.compare(pd.DataFrame(cells))
+
+
+class TestCompare:
+    def test_inside_outside_and_unjudged(self):
+        t = frame([2.0, 10.0, 1.0, None], [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [5.0], [1.0, 2.0]])
+        assert t.agrees.tolist() == [True, False, pd.NA, pd.NA]
+        assert t["diff"].iloc[1] == pytest.approx(-8.0) and t.diff_se.iloc[1] == pytest.approx(-8.0 / (1 / math.sqrt(3)))
+
+
+class TestKendall:
+    def test_a_perfect_ranking_gives_one_and_a_reversed_one_minus_one(self):
+        assert agreement.kendall([1, 2, 3, 4], [10, 20, 30, 40])[0] == pytest.approx(1.0)
+        assert agreement.kendall([1, 2, 3, 4], [40, 30, 20, 10])[0] == pytest.approx(-1.0)
+
+    def test_nans_are_left_out(self):
+        tau, p, n = agreement.kendall([1, 2, 3, float("nan"), 5], [1, 2, 3, 4, float("nan")])
+        assert n == 3 and tau == pytest.approx(1.0)
+        assert math.isnan(agreement.kendall([1, float("nan")], [1, 2])[0])
+
+    def test_its_p_value_is_the_exact_one(self):
+        """No ties, n = 6: the exact null distribution of tau by enumerating all 720 orderings."""
+        ours = [3, 1, 2, 6, 5, 4]
+        tau, p, _ = agreement.kendall(range(6), ours)
+        null = [stats.kendalltau(range(6), perm).statistic for perm in itertools.permutations(range(6))]
+        assert p == pytest.approx(np.mean(np.abs(null) >= abs(tau) - 1e-12))
+
+
+def test_a_scorecard():
+    t = frame([1.0, 2.0, 3.0, 4.0], [[1.0, 1.2], [2.1, 1.9], [float("nan"), 3.0, 3.2], [9.0, 9.1]])
+    card = agreement.scorecard(t)
+    assert card["tau"] == pytest.approx(1.0) and card["cells"] == 4 and card["diverged"] == 1
+    assert card["agree"] == 3 and card["judged"] == 4 and card["fraction"] == 0.75
+    assert "1 diverged" in agreement.describe(card)
+
+
+def test_a_table_shows_diverged_runs():
+    t = frame([1.0], [[1.0, float("nan"), 1.2]]).assign(sigma_px=3.5, capacity=10, paper_capacity=10)
+    pretty = tables.formatted(t, {"experiment": "mnist"})
+    assert pretty["ours (mean ± std, n)"].iloc[0] == "1.100 ± 0.141 (2), 1 diverged"
