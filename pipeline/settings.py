@@ -14,11 +14,11 @@ class SettingsError(ValueError):
 DEFAULTS = {
     "profile": "paper",
     "budget": {},
-    "device": "cpu",
+    "device": "auto",
     "pack": "auto",
     "cuda_graph": True,
     "tracking": {"enabled": True, "uri": None},
-    "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2},
+    "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": "auto", "max_failures": 2},
 }
 
 #: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
@@ -36,8 +36,22 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+#: A trial's share of a GPU when ``ray.gpus_per_trial: auto`` on CUDA. Provisional: one trial (up to
+#: AUTO_PACK["cuda"] models) per GPU, until a GPU measures how trials best share one.
+AUTO_GPU_SHARE = 1.0
+
+
 def resolve(settings: dict | None) -> dict:
-    return merge(DEFAULTS, settings or {})
+    """``settings`` over the defaults, ``auto`` resolved: ``device`` is CUDA where torch sees a GPU
+    on this machine (the CPU otherwise), and a CUDA trial's ``ray.gpus_per_trial`` is AUTO_GPU_SHARE."""
+    out = merge(DEFAULTS, settings or {})
+    if out["device"] == "auto":
+        import torch
+
+        out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if out["ray"]["gpus_per_trial"] == "auto":
+        out["ray"] = {**out["ray"], "gpus_per_trial": AUTO_GPU_SHARE if str(out["device"]).startswith("cuda") else 0}
+    return out
 
 
 def models_per_trial(pack: int | str, device: str) -> int:
@@ -57,9 +71,9 @@ def check_device(settings: dict, executor: str) -> None:
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):
-        raise SettingsError(f"config key 'device': {device!r} is not a torch device; allowed: cpu, cuda, cuda:N") from None
+        raise SettingsError(f"config key 'device': {device!r} is not a torch device; allowed: auto, cpu, cuda, cuda:N") from None
     if kind not in ("cpu", "cuda"):
-        raise SettingsError(f"config key 'device': {device!r} is not supported; allowed: cpu, cuda, cuda:N")
+        raise SettingsError(f"config key 'device': {device!r} is not supported; allowed: auto, cpu, cuda, cuda:N")
     if kind == "cuda" and executor == "ray" and not settings["ray"]["gpus_per_trial"] > 0:
         # Ray hides every GPU from a trial that asks for none (CUDA_VISIBLE_DEVICES='')
         raise SettingsError(

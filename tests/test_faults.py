@@ -80,8 +80,8 @@ def test_ray_address_pointing_at_nothing(tmp_path, data_root):
 @pytest.mark.parametrize(
     "settings, executor, message",
     [
-        ({"device": "gpu"}, "ray", "config key 'device': 'gpu' is not a torch device; allowed: cpu, cuda, cuda:N"),
-        ({"device": "cuda"}, "ray", "config key 'ray.gpus_per_trial' is 0 but 'device' is cuda"),
+        ({"device": "gpu"}, "ray", "config key 'device': 'gpu' is not a torch device; allowed: auto, cpu, cuda, cuda:N"),
+        ({"device": "cuda", "ray": {"gpus_per_trial": 0}}, "ray", "config key 'ray.gpus_per_trial' is 0 but 'device' is cuda"),
         ({"device": "cuda:0", "ray": {"gpus_per_trial": 1}}, "inline", "this machine has no CUDA device"),
     ],
 )

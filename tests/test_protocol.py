@@ -101,3 +101,4 @@ class TestEachKeyChangesWhatTrains:
             ("STN", "code", 1e-5), ("STN", "code", 1e-3), ("STN", "he", 1e-5), ("STN", "he", 1e-3),
         ]  # fmt: skip
         assert len({t.key for t in trials}) == 6
+

@@ -1,0 +1,25 @@
+"""pipeline.settings: what `auto` resolves to, with CUDA's availability faked."""
+
+
+class TestDeviceAuto:
+    """A GPU box needs no config edits: device and GPU share follow what torch sees."""
+
+    def test_a_machine_with_a_gpu(self, monkeypatch):
+        import torch
+
+        from pipeline import settings
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        resolved = settings.resolve({})
+        assert resolved["device"] == "cuda" and resolved["ray"]["gpus_per_trial"] == settings.AUTO_GPU_SHARE
+        assert settings.models_per_trial(resolved["pack"], resolved["device"]) == settings.AUTO_PACK["cuda"]
+        assert settings.resolve({"device": "cpu"})["ray"]["gpus_per_trial"] == 0  # a named device wins
+
+    def test_a_machine_without_one(self, monkeypatch):
+        import torch
+
+        from pipeline import settings
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        resolved = settings.resolve({"ray": {"num_cpus": 2}})
+        assert resolved["device"] == "cpu" and resolved["ray"] == {**settings.DEFAULTS["ray"], "num_cpus": 2, "gpus_per_trial": 0}
