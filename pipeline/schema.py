@@ -27,14 +27,16 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a mapping with a key given twice."""
 
 
+class _RepeatedKey(yaml.YAMLError):
+    pass
+
+
 def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     first: dict = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in first:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice (lines {first[key] + 1} and {key_node.start_mark.line + 1})", key_node.start_mark
-            )
+            raise _RepeatedKey(f"key {key!r} is given twice (lines {first[key] + 1} and {key_node.start_mark.line + 1})")
         first[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
 
