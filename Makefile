@@ -36,9 +36,12 @@ lint: setup
 test: lint
 	python -m pytest
 
-# Wheels the GPU machine's image lacks, for benchmarks/device_check.sh (its Python is 3.12).
+# What a GPU machine lacks, for benchmarks/device_check.sh and benchmarks/reference_run.sh: wheels
+# (its Python is 3.12) and the dataset files of the reference grid (MNIST by default).
+REFERENCE_DATA ?= mnist
 device-wheels: setup
-	$(BIN)/python -m pip download -q -d .device/wheels --only-binary=:all: --python-version 3.12 jsonschema
+	$(BIN)/python -m pip download -q -d .device/wheels --only-binary=:all: --python-version 3.12 jsonschema pooch
+	mkdir -p .device/mirror && cp -rL $(ICSTN_DATA_MIRROR)/$(REFERENCE_DATA) .device/mirror/
 
 clean:
 	rm -rf results reports/tables reports/figures reports/index.html logs .snakemake

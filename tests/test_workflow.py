@@ -126,3 +126,22 @@ def test_rerun_does_nothing(workflow_run, mirror):
     work, _ = workflow_run
     out = subprocess.run([*SNAKEMAKE, "-n"], cwd=work, env=workflow_env(work, mirror), capture_output=True, text=True, check=True)
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_a_reference_run_becomes_a_column_of_its_table(workflow_run, mirror):
+    """A GPU machine's reference run (here this run's own table2, packed and unpacked as one would be)
+    is rendered beside the paper's and this run's, with its provenance, and its dots in the figure."""
+    from pipeline import reference
+
+    work, _ = workflow_run
+    archive = reference.pack(work / "results", "table2", work / "table2.tar.gz")
+    assert archive.stat().st_size < reference.MAX_BYTES
+    reference.unpack(archive, work / "reports" / "reference")
+    env = workflow_env(work, mirror)
+    planned = subprocess.run([*SNAKEMAKE, "-n"], cwd=work, env=env, capture_output=True, text=True, check=True).stdout
+    assert "rule table:" in planned and "wildcards: grid=table2" in planned and "rule sweep:" not in planned  # no retraining
+    subprocess.run(SNAKEMAKE, cwd=work, env=env, capture_output=True, text=True, check=True)
+    md = (work / "reports" / "tables" / "table2.md").read_text()
+    assert re.search(r"\| reference \(GPU\) +\|", md) and "reference (GPU): reference profile, 30 iterations, 2 seeds" in md
+    assert "table2 reference (GPU)" in (work / "reports" / "index.html").read_text()
+    assert "reference" not in (work / "reports" / "tables" / "table3.md").read_text()  # only where a grid has one

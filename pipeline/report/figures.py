@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from icstn import data, experiments, noise, warps  # noqa: E402
-from pipeline import results  # noqa: E402
+from pipeline import reference, results  # noqa: E402
 from pipeline.grids import GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
@@ -228,9 +228,10 @@ def fig11(df, results_path, data_root, out):
     return _save(fig, out, "fig11", provenance_note(df))
 
 
-def summary(df, results_path, data_root, out):
-    """Any grid: test error per model (and noise level), one dot per seed."""
+def summary(df, results_path, data_root, out, ref=None):
+    """Any grid: test error per model (and noise level), one dot per seed; a reference run's as crosses."""
     rows = df[(df.metric == "test_error") & (df.n_warps_test == df.n_warps_train)]
+    theirs = None if ref is None else ref[(ref.metric == "test_error") & (ref.n_warps_test == ref.n_warps_train)]
     groups = list(rows.groupby(["sigma_px", "noise_warp"], sort=True))
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * rows.model.nunique() * max(1, len(groups)) ** 0.5, 3.6))
     models_ = list(dict.fromkeys(rows.model))
@@ -240,6 +241,10 @@ def summary(df, results_path, data_root, out):
         ax.scatter(x, g.value, s=12, alpha=0.8, label=f"σ = {sigma:g} px, {warp} noise")
         means = g.groupby("model", sort=False).value.mean()
         ax.scatter([models_.index(m) + (j - (len(groups) - 1) / 2) * width for m in means.index], means, marker="_", s=300, color="k")
+        if theirs is not None:
+            r = theirs[(theirs.sigma_px == sigma) & (theirs.noise_warp == warp) & theirs.model.isin(models_)]
+            x = np.array([models_.index(m) for m in r.model]) + (j - (len(groups) - 1) / 2) * width + 0.12
+            ax.scatter(x, r.value, s=14, marker="x", color="0.25", label="reference (GPU)" if j == 0 else None)
     ax.set_xticks(range(len(models_)), models_, rotation=30, ha="right", fontsize=8)
     unit = experiments.get(df.experiment.iloc[0]).error_label
     ax.set(ylabel=unit, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
@@ -248,10 +253,11 @@ def summary(df, results_path, data_root, out):
     return _save(fig, out, df.grid.iloc[0], provenance_note(df))
 
 
-def render(results_path, data_root, out, figures: list[str], with_summary: bool = True) -> list[Path]:
+def render(results_path, data_root, out, figures: list[str], with_summary: bool = True, reference_root=None) -> list[Path]:
     results_path, out = Path(results_path), Path(out)
     df = results.read(results_path)
-    paths = summary(df, results_path, data_root, out) if with_summary else []
+    ref = reference.load(results_path.stem, reference_root) if reference_root else None
+    paths = summary(df, results_path, data_root, out, ref[0] if ref else None) if with_summary else []
     for name in figures:
         spec = FIGURES[name]
         paths += spec.draw(df, results_path, data_root, out, *spec.models)
@@ -265,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/figures")
     parser.add_argument("--figures", nargs="*", default=[], choices=sorted(FIGURES))
     parser.add_argument("--summary", action="store_true", help="the grid's summary figure (reports/figures/<grid>.png)")
+    parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (their dots in the summary figure)")
     args = parser.parse_args(argv)
-    for path in render(args.results, args.data, args.out, args.figures, args.summary):
+    for path in render(args.results, args.data, args.out, args.figures, args.summary, args.reference):
         print(path, file=sys.stderr)
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from icstn import experiments
-from pipeline import grids, results
+from pipeline import grids, reference, results
 from pipeline.files import write_text
 from pipeline.report import agreement, tables
 from pipeline.report.figures import FIGURES
@@ -85,7 +85,14 @@ def _scorecard(frames: dict, grid_of: dict, built: dict) -> str:
 
 
 def render(
-    result_paths: list[Path], grid_files: list[Path], data_root: Path, figures: Path, tables_dir: Path, paper_csv: Path, out: Path
+    result_paths: list[Path],
+    grid_files: list[Path],
+    data_root: Path,
+    figures: Path,
+    tables_dir: Path,
+    paper_csv: Path,
+    out: Path,
+    reference_root: Path | None = None,
 ) -> Path:
     out = Path(out)
     frames = {Path(p).stem: results.read(p) for p in result_paths}
@@ -105,9 +112,14 @@ def render(
         )
     exps = sorted({f.experiment.iloc[0] for f in frames.values()})
     grid_of = {name: grids.load_grid(next(g for g in grid_files if Path(g).stem == name)) for name in frames}
-    built = {name: tables.build(df, grid_of[name], paper_csv) for name, df in frames.items()}
+    refs = {name: reference.load(name, reference_root) for name in frames} if reference_root else {}
+    built = {name: tables.build(df, grid_of[name], paper_csv, refs[name][0] if refs.get(name) else None) for name, df in frames.items()}
     parts.append(_scorecard(frames, grid_of, built))
-    parts.append("<h2>Provenance</h2>" + _provenance(list(frames.values()), data_root).to_html(index=False, escape=True))
+    prov = _provenance(list(frames.values()), data_root)
+    for name, ref in refs.items():
+        if ref:
+            prov.loc[len(prov)] = [f"{name} reference (GPU)", reference.note(ref[1])]
+    parts.append("<h2>Provenance</h2>" + prov.to_html(index=False, escape=True))
     caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
     parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
     for name, df in frames.items():
@@ -141,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", default="reports/tables")
     parser.add_argument("--paper", default="config/paper_results.csv")
     parser.add_argument("--out", default="reports/index.html")
+    parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     a = parser.parse_args(argv)
-    path = render(
-        [Path(p) for p in a.results], [Path(g) for g in a.grids], Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper), Path(a.out)
-    )
+    paths = [Path(p) for p in a.results], [Path(g) for g in a.grids], Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper)
+    path = render(*paths, Path(a.out), Path(a.reference))
     print(path, file=sys.stderr)
     return 0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from icstn import experiments
-from pipeline import grids, results
+from pipeline import grids, reference, results
 from pipeline.report import agreement
 
 SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may sweep besides models and seeds
@@ -40,9 +40,14 @@ def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
     return paper.rename(columns={"value": "paper", "capacity": "paper_capacity"})[["model", "sigma_px", "paper", "paper_capacity"]]
 
 
-def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None) -> pd.DataFrame:
-    """The report table of one grid (numbers, not yet formatted), with the agreement columns."""
+def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None, ref: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The report table of one grid (numbers, not yet formatted), with the agreement columns and,
+    where the grid has a reference run (``pipeline.reference``), its mean, std and seeds."""
     table = summarize(df)
+    if ref is not None:
+        on = ["model", "sigma_px", *[k for k in ("noise_warp", "init") if k in ref and ref[k].nunique() > 1]]
+        theirs = summarize(ref)[[*on, "ours_mean", "ours_std", "n_seeds"]]
+        table = table.merge(theirs.rename(columns={"ours_mean": "ref_mean", "ours_std": "ref_std", "n_seeds": "ref_n"}), on=on, how="left")
     order = {m: i for i, m in enumerate(grid["models"])}
     alignment = experiments.is_alignment(grid["experiment"])
     if grid.get("paper_table") and paper_csv:
@@ -81,6 +86,8 @@ def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
             out[label] = table[key].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
     if "paper" in table:
         out["paper"] = table.paper.map(_fmt)
+    if "ref_mean" in table:
+        out["reference (GPU)"] = [_ours(m, sd, n, 0) if pd.notna(m) else "" for m, sd, n in zip(table.ref_mean, table.ref_std, table.ref_n)]
     out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged)]
     if "paper" in table:
         out["95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.ci_low, table.ci_high)]
@@ -129,12 +136,15 @@ def caption(df: pd.DataFrame, grid: dict) -> str:
     )
 
 
-def render(results_path: str | Path, grid_path: str | Path, out: str | Path, paper_csv: str | Path | None) -> list[Path]:
+def render(
+    results_path: str | Path, grid_path: str | Path, out: str | Path, paper_csv: str | Path | None, reference_root: str | Path | None = None
+) -> list[Path]:
     """Write ``<out>/<grid>.{md,csv,tex}``; returns the paths."""
     df = results.read(results_path)
     grid = grids.load_grid(grid_path)
-    table = build(df, grid, paper_csv)
-    pretty, cap = formatted(table, grid), caption(df, grid)
+    ref = reference.load(grid["name"], reference_root) if reference_root else None
+    table = build(df, grid, paper_csv, ref[0] if ref else None)
+    pretty, cap = formatted(table, grid), caption(df, grid) + (f" {reference.note(ref[1])}." if ref else "")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{grid['name']}.{ext}" for ext in ("md", "csv", "tex")]
@@ -150,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", required=True)
     parser.add_argument("--paper", default="config/paper_results.csv")
     parser.add_argument("--out", default="reports/tables")
+    parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     args = parser.parse_args(argv)
-    for path in render(args.results, args.grid, args.out, args.paper):
+    for path in render(args.results, args.grid, args.out, args.paper, args.reference):
         print(path, file=sys.stderr)
     return 0
 

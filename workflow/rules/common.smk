@@ -3,6 +3,7 @@
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from pipeline.fetch import default_mirror
 from pipeline.files import try_lock
@@ -51,6 +52,15 @@ def parent(path, levels=1):
 
 def grid_file(wildcards):
     return GRID_FILES[wildcards.grid]
+
+
+REFERENCE = f"{REPORTS}/reference"  # reference runs of a GPU machine, committed (pipeline.reference)
+
+
+def reference_of(wildcards):
+    """The grid's reference results, where it has one: its report gets their column and dots."""
+    path = Path(REFERENCE, wildcards.grid, f"{wildcards.grid}.parquet")
+    return [str(path)] if path.is_file() else []
 
 
 def grid_data(wildcards):

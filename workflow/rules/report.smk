@@ -3,6 +3,7 @@ rule table:
         results=f"{RESULTS}/{{grid}}.parquet",
         grid=grid_file,
         paper=config["paper_results"],
+        reference=reference_of,
     output:
         multiext(f"{REPORTS}/tables/{{grid}}", ".md", ".csv", ".tex"),
     log:
@@ -10,15 +11,17 @@ rule table:
     conda:
         ENV
     params:
+        reference=REFERENCE,
         out=lambda wildcards, output: parent(output[0]),
     shell:
         "python -m pipeline.report.tables --results {input.results:q} --grid {input.grid:q}"
-        " --paper {input.paper:q} --out {params.out:q} 2>&1 | tee {log:q}"
+        " --paper {input.paper:q} --reference {params.reference:q} --out {params.out:q} 2>&1 | tee {log:q}"
 
 
 rule grid_figure:
     input:
         results=f"{RESULTS}/{{grid}}.parquet",
+        reference=reference_of,
     output:
         report(
             f"{REPORTS}/figures/{{grid}}.png",
@@ -31,9 +34,11 @@ rule grid_figure:
     conda:
         ENV
     params:
+        reference=REFERENCE,
         out=lambda wildcards, output: parent(output[0]),
     shell:
-        "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary 2>&1 | tee {log:q}"
+        "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary"
+        " --reference {params.reference:q} 2>&1 | tee {log:q}"
 
 
 rule paper_figure:
@@ -63,6 +68,7 @@ rule report:
     input:
         results=expand(f"{RESULTS}/{{grid}}.parquet", grid=GRIDS),
         grids=list(GRID_FILES.values()),
+        references=[p for g in GRIDS for p in reference_of(SimpleNamespace(grid=g))],
         tables=expand(f"{REPORTS}/tables/{{grid}}.md", grid=GRIDS),
         figures=expand(f"{REPORTS}/figures/{{name}}.png", name=[*GRIDS, *FIGURE_GRID]),
         paper=config["paper_results"],
@@ -79,9 +85,11 @@ rule report:
     conda:
         ENV
     params:
+        reference=REFERENCE,
         processed=lambda wildcards, input: parent(input.data[0], 2),
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
     shell:
         "python -m pipeline.report.html --results {input.results:q} --grids {input.grids:q} --data {params.processed:q}"
-        " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --out {output:q} 2>&1 | tee {log:q}"
+        " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --reference {params.reference:q}"
+        " --out {output:q} 2>&1 | tee {log:q}"
