@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import provenance, results
+from pipeline import provenance
 from pipeline.files import atomic
 from pipeline.store import GridStore
 
@@ -50,7 +50,7 @@ def describe_machine() -> dict:
 def pack(results_dir: str | Path, grid: str, out: str | Path, profile: str = "reference") -> Path:
     """The archive of ``<results_dir>/<grid>.parquet`` and its trials' arrays, with the provenance."""
     store = GridStore(results_dir, grid)
-    df = results.read(store.table)
+    df = pd.read_parquet(store.table)
     facts = {
         "grid": grid,
         "profile": profile,
@@ -99,7 +99,7 @@ def load(grid: str, root: str | Path = ROOT) -> tuple[pd.DataFrame, dict] | None
     table = folder / f"{grid}.parquet"
     if not table.is_file():
         return None
-    return results.read(table), json.loads((folder / "provenance.json").read_text())
+    return pd.read_parquet(table), json.loads((folder / "provenance.json").read_text())
 
 
 def note(facts: dict) -> str:
