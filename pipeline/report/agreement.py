@@ -74,6 +74,7 @@ def scorecard(table: pd.DataFrame) -> dict:
         "agree": int(judged.sum()),
         "judged": len(judged),
         "fraction": float(judged.mean()) if len(judged) else math.nan,
+        "median_abs_diff": float(rows["diff"].abs().median()) if len(rows) else math.nan,  # the scale: wide intervals agree easily
         "diverged": int(table.diverged.sum()),
     }
 

@@ -73,6 +73,7 @@ def _scorecard(frames: dict, grid_of: dict, built: dict) -> str:
             "table": f"<a href='#{name}'>{html.escape(grid_of[name].get('title', name).split(':')[0])}</a>",
             "Kendall's τ (p, cells)": "n/a" if card["tau"] != card["tau"] else f"{card['tau']:+.2f} (p = {card['p']:.2g}, {card['cells']})",
             "cells in agreement": f"{card['agree']} of {card['judged']}" + (f" ({card['fraction']:.0%})" if card["judged"] else ""),
+            "median |ours − paper|": f"{card['median_abs_diff']:.3g}",
             "diverged runs": card["diverged"],
             "profile": f"{df.profile.iloc[0]}, {', '.join(map(str, sorted(df.iterations.unique())))} iterations, {df.seed.nunique()} seeds",
         })  # fmt: skip
@@ -80,7 +81,8 @@ def _scorecard(frames: dict, grid_of: dict, built: dict) -> str:
         return ""
     note = ("<p class='caption'>τ: Kendall's tau-b between the paper's values and our means over the cells both have (1: the "
             "paper's ordering exactly), with its two-sided p-value. A cell agrees when our 95% t-interval over seeds holds the "
-            "paper's value; a cell with one seed is not judged. Diverged runs are counted and left out of the means.</p>")  # fmt: skip
+            "paper's value; a cell with one seed is not judged (with two, the interval is wide: the median difference gives the "
+            "scale). Diverged runs are counted and left out of the means.</p>")  # fmt: skip
     return "<h2>Scorecard</h2>" + pd.DataFrame(rows).to_html(index=False, escape=False) + note
 
 
