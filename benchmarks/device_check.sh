@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# The GPU checks of the throughput work, in one run of at most 6 minutes on an H100/H200:
+# The GPU checks of the throughput work, in one run of about 4 minutes on an H100/H200:
 #   1. tests/test_cuda.py: the captured fast path equals the plain path and the CPU;
-#   2. benchmarks.throughput: eager against the fast path, k in {1, 32, 128}, for IC-STN-4(a),
-#      STN(a) and the GTSRB IC-STN-4, with a profile of the top kernels;
-#   3. models of different architectures sharing the GPU: back to back against CUDA streams;
+#   2. benchmarks.throughput: the plain path against the fast path, K in {1, 3, 32, 128}, for
+#      IC-STN-4(a), STN(a) and the GTSRB IC-STN-4, with a profile of the top kernels;
+#   3. trials sharing the GPU: 4 processes of K = 3 against 1, without and with MPS
+#      (benchmarks.sharing), and models of different architectures in one process, back to
+#      back against one CUDA stream each;
 #   4. the projected device-hours of the paper profile.
 # Everything lands in two files under $OUT: results.jsonl (every measurement, one JSON object
 # per line) and log.txt (the GPU, the tests, stderr). The machine's image has torch, pytest,
 # numpy and pyyaml; jsonschema (for the grids of step 4) travels as wheels: `make device-wheels`
 # puts them in .device/wheels; copy that folder to the GPU machine with the checkout.
-# DEVICE=cpu STEPS=1 WARMUP=1 dry-runs the plumbing on a CPU (graph modes are then skipped).
+# DEVICE=cpu STEPS=1 WARMUP=1 dry-runs the plumbing on a CPU (graph modes and MPS are then skipped).
 set -uo pipefail
 OUT=${OUT:-/tmp/device_check}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
 LOG=$OUT/log.txt
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
@@ -24,24 +27,44 @@ $PY -c "import jsonschema" 2>/dev/null || $PY -m pip install -q --no-index --fin
   $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 } 2>&1 | tee -a "$LOG"
 
-echo "== tests/test_cuda.py" | tee -a "$LOG"
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py >>"$LOG" 2>&1
-echo "exit $?" | tee -a "$LOG"
+if [ "$DEVICE" != cpu ]; then
+  echo "== tests/test_cuda.py" | tee -a "$LOG"
+  timeout 100 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py >>"$LOG" 2>&1
+  echo "exit $?" | tee -a "$LOG"
+  tail -n 3 "$LOG"
+fi
 
-bench() {  # limit in seconds, then benchmark arguments
+run() {  # limit in seconds, then a benchmark module and its arguments
   local limit=$1
   shift
-  echo "== throughput $*" | tee -a "$LOG"
-  timeout "$limit" $PY -m benchmarks.throughput --device "${DEVICE:-cuda}" --steps "${STEPS:-30}" --warmup "${WARMUP:-5}" "$@" \
-    2>>"$LOG" | tee -a "$RESULTS" | grep -v '"op"' | cut -c1-240
+  echo "== $*" | tee -a "$LOG"
+  timeout "$limit" $PY -m "$@" 2>>"$LOG" | tee -a "$RESULTS" | grep -v '"op"' | cut -c1-240
   echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 }
+bench() {  # limit, then throughput arguments; every run first measures its own baseline (eager, K = 1)
+  local limit=$1
+  shift
+  run "$limit" benchmarks.throughput --device "$DEVICE" --steps "${STEPS:-30}" --warmup "${WARMUP:-5}" "$@"
+}
 
-# every bench also measures its own baseline first: one model, eager, plain path
-bench 20 --model "IC-STN-4(a)" --modes graph --k 1
-bench 60 --model "IC-STN-4(a)" --modes batched batched+graph --k 1 32 128 --profile
-bench 30 --model "STN(a)" --modes batched+graph --k 1 32 128
-bench 45 --experiment gtsrb --model IC-STN-4 --modes batched batched+graph --k 1 32 128 --profile
+bench 25 --model "IC-STN-4(a)" --modes graph --k 1 3
+bench 60 --model "IC-STN-4(a)" --modes batched batched+graph --k 1 3 12 32 128 --profile
+bench 30 --model "STN(a)" --modes batched+graph --k 1 3 32 128
+bench 45 --experiment gtsrb --model IC-STN-4 --modes batched batched+graph --k 1 3 12 32 128 --profile
 bench 30 --model "IC-STN-4(a)" --modes batched+graph --k 3 --mix "IC-STN-4(a)" "STN(a)" "CNN(a)" "c-STN-4(a)"
-bench 60 --model "IC-STN-4(a)" --modes batched+graph --k 1 --project
-grep '"op"' "$RESULTS" | cut -c1-260
+run 60 benchmarks.sharing --device "$DEVICE" --model "IC-STN-4(a)" --k 3 --processes 1 4 --seconds "${SHARE_SECONDS:-6}"
+# MPS: one server multiplexes the processes' kernels on the GPU; it changes no setting of the card
+if [ "$DEVICE" != cpu ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if timeout 10 nvidia-cuda-mps-control -d >>"$LOG" 2>&1; then
+    run 60 benchmarks.sharing --device "$DEVICE" --model "IC-STN-4(a)" --k 3 --processes 1 4 --seconds "${SHARE_SECONDS:-6}" --label mps
+    echo quit | timeout 10 nvidia-cuda-mps-control >>"$LOG" 2>&1
+    cat "$CUDA_MPS_LOG_DIRECTORY"/*.log >>"$LOG" 2>/dev/null
+  else
+    echo '{"mode": "processes:mps", "skipped": "nvidia-cuda-mps-control -d failed (log.txt)"}' | tee -a "$RESULTS"
+  fi
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+fi
+bench 60 --model "IC-STN-4(a)" --k --steps 20 --project
+grep '"op"' "$RESULTS" | cut -c1-200

@@ -3,7 +3,13 @@
 #   OUT=<folder> bash benchmarks/reference_run.sh table2
 # writes $OUT/<grid>.tar.gz (the results table, the arrays its figures need, the provenance)
 # and $OUT/log.txt. Then, in the checkout: python -m pipeline.reference unpack <grid>.tar.gz,
-# and commit reports/reference/<grid>/. The budget is config/reference.yaml.
+# and commit reports/reference/<grid>/. The profile is config/reference.yaml, with two more
+# choices made here:
+#   SEEDS (default 16): seeds per model. A profile's budget only lowers a grid's seeds, so the
+#     run trains a copy of the grid with seeds 0..SEEDS-1: a GPU trains them side by side.
+#   FIT (default 150): seconds of training steps. The grid's models are timed first
+#     (benchmarks.throughput --project --fit) and the iterations lowered until the steps fit.
+#     FIT=0 keeps the profile's iterations.
 # The GPU machine's image may lack jsonschema and pooch: `make device-wheels` puts them in
 # .device/wheels; the dataset files travel in .device/mirror (`make device-wheels` copies the
 # grid's dataset there from ICSTN_DATA_MIRROR).
@@ -12,24 +18,40 @@ GRID=${1:?usage: reference_run.sh GRID (a file of config/grids)}
 OUT=${OUT:-/tmp/reference}
 PY=${PYTHON:-python3}
 WORK=${WORK:-$OUT/work}
-mkdir -p "$OUT" "$WORK"
-export PYTHONPATH=$PWD
+export SEEDS=${SEEDS:-16} FIT=${FIT:-150} GRID WORK
+mkdir -p "$OUT" "$WORK/grids"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 LOG=$OUT/log.txt
 for pkg in jsonschema pooch; do
   $PY -c "import $pkg" 2>/dev/null || $PY -m pip install -q --no-index --find-links .device/wheels "$pkg" >>"$LOG" 2>&1
 done
-EXP=$($PY -c "import yaml; print(yaml.safe_load(open('config/grids/$GRID.yaml'))['experiment'])")
+# the grid with SEEDS seeds, and the profile's settings pointing at it
+# EXTRA (JSON) overrides the profile, e.g. a dry run on a CPU: EXTRA='{"budget": {"iterations": 20}}'
+EXP=$($PY -c "import json, os, yaml
+grid = yaml.safe_load(open(f'config/grids/{os.environ[\"GRID\"]}.yaml'))
+grid['seeds'] = list(range(int(os.environ['SEEDS'])))
+yaml.safe_dump(grid, open(f'{os.environ[\"WORK\"]}/grids/{os.environ[\"GRID\"]}.yaml', 'w'), sort_keys=False)
+c = yaml.safe_load(open('config/config.yaml'))
+c.update(yaml.safe_load(open('config/reference.yaml')))
+c.update(json.loads(os.environ.get('EXTRA') or '{}'), grids=f'{os.environ[\"WORK\"]}/grids')
+json.dump(c, open(f'{os.environ[\"WORK\"]}/settings.json', 'w'))
+print(grid['experiment'])")
 export ICSTN_DATA_MIRROR=${ICSTN_DATA_MIRROR:-$PWD/.device/mirror}
 $PY -m pipeline.fetch "$EXP" --raw "$WORK/raw" 2>&1 | tee -a "$LOG"
 $PY -m pipeline.prepare "$EXP" --raw "$WORK/raw" --out "$WORK/processed" 2>&1 | tee -a "$LOG"
-# EXTRA (JSON) overrides the profile, e.g. a dry run on a CPU: EXTRA='{"budget": {"iterations": 20, "seeds": 2}}'
-SETTINGS=$($PY -c "import json, os, yaml
-c = yaml.safe_load(open('config/config.yaml'))
-c.update(yaml.safe_load(open('config/reference.yaml')))
-c.update(json.loads(os.environ.get('EXTRA') or '{}'))
-print(json.dumps(c))")
+if [ "$FIT" != 0 ]; then
+  $PY -m benchmarks.throughput --config "$WORK/settings.json" --grids "$GRID" --fit "$FIT" --project --k --steps 20 \
+    2>>"$LOG" | tee -a "$LOG" "$OUT/fit.jsonl"
+  $PY -c "import json, os
+fit = [json.loads(line) for line in open(f'{os.environ[\"OUT\"]}/fit.jsonl') if '\"fit\"' in line][-1]
+path = f'{os.environ[\"WORK\"]}/settings.json'
+c = json.load(open(path))
+c['budget'] = {**c.get('budget', {}), 'iterations': fit['iterations']}
+json.dump(c, open(path, 'w'))
+print('iterations fitted to', fit['seconds'], 's:', fit['iterations'])" | tee -a "$LOG"
+fi
 start=$(date +%s)
-$PY -m pipeline.sweep --grid "config/grids/$GRID.yaml" --out "$WORK/results" --data "$WORK/processed" \
-  --settings "$SETTINGS" --executor inline --no-tracking 2>&1 | tee -a "$LOG"
+$PY -m pipeline.sweep --grid "$WORK/grids/$GRID.yaml" --out "$WORK/results" --data "$WORK/processed" \
+  --settings "$(cat "$WORK/settings.json")" --executor inline --no-tracking 2>&1 | tee -a "$LOG"
 echo "sweep: $(($(date +%s) - start)) s" | tee -a "$LOG"
 $PY -m pipeline.reference pack --results "$WORK/results" --grid "$GRID" --out "$OUT/$GRID.tar.gz" 2>&1 | tee -a "$LOG"

@@ -19,7 +19,8 @@ Modes, each for k models:
 against one CUDA stream each. ``--profile`` prints the top operators of the stacked step (not
 captured, so that each kernel is named and timed; a graph replays the same kernels).
 ``--project`` measures every model of the grids at the pipeline's pack size and prints the
-projected device-hours of the profile (training steps only).
+projected device-hours of the profile (training steps only); ``--grids`` limits it to some grids,
+and ``--fit SECONDS`` sizes each grid's iterations to a time (``benchmarks/reference_run.sh``).
 """
 
 from __future__ import annotations
@@ -104,8 +105,13 @@ def profile(trainer: Trainer, steps: int = 5, top: int = 10) -> list[dict]:
     ]
 
 
-def project(config: Path, overlay: Path | None, device: str, steps: int, warmup: int, emit) -> None:
-    """Time each grid model at the pipeline's models-per-trial; print device-hours per grid and in total."""
+def project(config: Path, overlay: Path | None, device: str, steps: int, warmup: int, emit,
+            only: list[str] | None = None, fit: float | None = None) -> None:  # fmt: skip
+    """Time each grid model at the pipeline's models-per-trial; print device-hours per grid and in total.
+
+    ``only`` names the grids to project (default: all); ``fit`` (seconds) also prints, per grid, the
+    most iterations (a multiple of 100, at least 100 and at most the profile's) whose training steps fit that time.
+    """
     import yaml
 
     from pipeline import grids
@@ -116,7 +122,9 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
         settings |= yaml.safe_load(overlay.read_text())
     pack = models_per_trial(settings.get("pack", "auto"), device)
     rates, total = {}, 0.0
-    for path in grids.discover(settings.get("grids") or config.parent / "grids").values():
+    for name, path in grids.discover(settings.get("grids") or config.parent / "grids").items():
+        if only and name not in only:
+            continue
         grid = grids.load_grid(path, settings.get("budget") or {})
         data, hours = synthetic(grid["experiment"]), 0.0
         for trial in grids.expand(grid, pack):
@@ -138,6 +146,9 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
                 "sigma_px": grid["sigma_px"],
             }
         )
+        if fit:
+            most = max(100, int(grid["iterations"] * fit / (hours * 3600)) // 100 * 100)
+            emit({"fit": grid["name"], "seconds": fit, "iterations": min(grid["iterations"], most)})
     emit(
         {
             "project": "total",
@@ -157,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="IC-STN-4(a)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", nargs="+", choices=MODES, help="default: the device's fast path (CPU: batched; CUDA: batched+graph)")
-    parser.add_argument("--k", type=int, nargs="+", default=[1, 4], help="models per step")
+    parser.add_argument("--k", type=int, nargs="*", default=[1, 4], help="models per step (none: only --project)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's); a Ray trial gets ray.cpus_per_trial")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--mix", nargs="+", metavar="MODEL", help="models of the experiment sharing one GPU")
     parser.add_argument("--profile", action="store_true", help="top operators of the stacked step (largest k)")
     parser.add_argument("--project", action="store_true", help="projected device-hours of the profile's grids")
+    parser.add_argument("--grids", nargs="+", metavar="NAME", help="with --project: only these grids")
+    parser.add_argument("--fit", type=float, metavar="SECONDS", help="with --project: the iterations whose steps fit SECONDS")
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     parser.add_argument("--configfile", type=Path, help="an overlay, e.g. config/quick.yaml")
     args = parser.parse_args(argv)
@@ -221,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in profile(trainers_for(cfg, data, max(args.k), "batched", args.device)[0]):
             emit({"profile": "batched", "k": max(args.k), **row})
     if args.project:
-        project(args.config, args.configfile, args.device, args.steps, args.warmup, lambda row: emit(row, measured=False))
+        project(
+            args.config, args.configfile, args.device, args.steps, args.warmup, lambda row: emit(row, measured=False), args.grids, args.fit
+        )
     return 0
 
 
