@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from icstn import models
+from icstn import layers, models
 from icstn.data import synthetic
 from icstn.experiments import EXPERIMENTS
 from icstn.step import GRAPH_WARMUP
@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", nargs="+", metavar="MODEL", help="models of the experiment sharing one GPU")
     parser.add_argument("--profile", action="store_true", help="top operators of the stacked step (largest k)")
     parser.add_argument("--project", action="store_true", help="projected device-hours of the profile's grids")
+    parser.add_argument("--layout", choices=["nhwc", "nchw"], help="memory layout of the grouped convolutions (default: icstn.layers')")
     parser.add_argument("--grids", nargs="+", metavar="NAME", help="with --project: only these grids")
     parser.add_argument("--fit", type=float, metavar="SECONDS", help="with --project: the iterations whose steps fit SECONDS")
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
@@ -183,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
+    if args.layout:
+        layers.CHANNELS_LAST[torch.device(args.device).type] = args.layout == "nhwc"
     args.modes = args.modes or [FAST_PATH["cuda" if cuda else "cpu"]]
     where = {"device": args.device, "threads": torch.get_num_threads()}
+    if args.layout:
+        where["layout"] = args.layout
     if cuda:
         where["device_name"] = torch.cuda.get_device_name(args.device)
 
