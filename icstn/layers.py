@@ -19,10 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 #: Grouped convolutions in channels-last memory, per device type. CPU: 2-3x faster (measured).
-#: CUDA: cuDNN runs a channels-last grouped convolution as one kernel per group, plus layout
-#: conversions (profiled on an H200: 640 convolution kernels and 1,032 conversions per step of
-#: IC-STN-4(a) at K = 128); ``python -m benchmarks.throughput --layout`` measures both.
-CHANNELS_LAST = {"cpu": True, "cuda": True}
+#: CUDA: no; cuDNN runs a channels-last grouped convolution as one kernel per group plus layout
+#: conversions, and the plain layout trained IC-STN-4(a) 1.07x, 1.19x and 1.23x faster at
+#: K = 3, 12 and 128 on an H200 (``python -m benchmarks.throughput --layout nchw|nhwc``).
+CHANNELS_LAST = {"cpu": True, "cuda": False}
 
 _LAYER = re.compile(r"conv\((\d+)x(\d+);(\d+)\)|(P)|FC\((\d+)\)")
 

@@ -23,8 +23,8 @@ DEFAULTS = {
 
 #: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
 #: at K = 1, 2, 4, 8, 16 runs 5.7, 10.9, 11.6, 11.0, 10.2 model-iterations/s (``python -m
-#: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). GPU: a provisional value,
-#: from figures measured on an H200 outside this project (1,929 at K = 32, 2,100 at K = 128).
+#: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). CUDA: on an H200 the fast
+#: path still gains up to K = 128: 902, 1,595 and 2,058 at K = 3, 12 and 128 (benchmarks/GPU.md).
 AUTO_PACK = {"cpu": 4, "cuda": 128}
 
 
@@ -36,9 +36,10 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-#: A trial's share of a GPU when ``ray.gpus_per_trial: auto`` on CUDA. Provisional: one trial (up to
-#: AUTO_PACK["cuda"] models) per GPU, until a GPU measures how trials best share one.
-AUTO_GPU_SHARE = 1.0
+#: A trial's share of a GPU when ``ray.gpus_per_trial: auto`` on CUDA: four trials per GPU. On an
+#: H200, four processes of IC-STN-4(a) at K = 3 trained 1.71x as fast as one under MPS
+#: (``nvidia-cuda-mps-control -d``) and 1.01x without it, so sharing costs nothing and MPS pays.
+AUTO_GPU_SHARE = 0.25
 
 
 def resolve(settings: dict | None) -> dict:

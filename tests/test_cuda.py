@@ -21,13 +21,15 @@ CASES = [
     ("planar", "IC-STN-2", "affine"),
 ]
 STEPS = GRAPH_WARMUP + 6  # eager warm-up, the capture, then replays
-EARLY = GRAPH_WARMUP + 2  # the losses of these first steps agree closely: no update has compounded yet
+EARLY = GRAPH_WARMUP + 2  # the losses of these first steps agree closely: few updates have compounded
 
 # Bilinear sampling has a gradient that jumps where a sample point crosses a pixel boundary, so
 # two float orders (another kernel, another device, TF32) part ways within a few dozen steps of
 # random-label training. The tests therefore compare the first losses closely, and the weights
 # after STEPS by their drift: the distance between the two runs over the distance they trained.
-# A stale capture, a wrong draw or a lost optimiser state gives a drift near 1.
+# A stale capture, a wrong draw or a lost optimiser state gives a drift near 1 (0.45 to 1.14 on
+# these cases with the draws of other steps). Measured on an H200: captured against plain 0
+# to rounding, CUDA against CPU up to 0.056, and TF32 losses 1% apart after three updates.
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +81,7 @@ def test_cuda_equals_cpu(case):
     gpu_losses, cpu_losses = train(gpu), train(cpu)
     assert torch.allclose(gpu_losses[:EARLY], cpu_losses[:EARLY], rtol=1e-3, atol=1e-4)
     d = drift(gpu, cpu, start)
-    assert d < 5e-2, f"drift {d:.3g}"
+    assert d < 0.15, f"drift {d:.3g}"
 
 
 def test_graph_resumes_from_a_checkpoint(tmp_path):
@@ -102,6 +104,6 @@ def test_tf32_stays_close():
     exact, tf32 = make(*CASES[0], "cuda"), make(*CASES[0], "cuda", tf32=True)
     start = weights(exact)
     exact_losses, tf32_losses = train(exact), train(tf32)
-    assert torch.allclose(exact_losses[:EARLY], tf32_losses[:EARLY], rtol=1e-2, atol=1e-3)
+    assert torch.allclose(exact_losses[:GRAPH_WARMUP], tf32_losses[:GRAPH_WARMUP], rtol=5e-3)
     d = drift(exact, tf32, start)
-    assert d < 0.25, f"drift {d:.3g}"
+    assert d < 0.3, f"drift {d:.3g}"
