@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks of the throughput work, in one run of about 4 minutes on an H100/H200:
+# The GPU checks of the throughput work, in one run of about 5 minutes on an H100/H200:
 #   1. tests/test_cuda.py: the captured fast path equals the plain path and the CPU;
-#   2. benchmarks.throughput: the plain path against the fast path, K in {1, 3, 32, 128}, for
-#      IC-STN-4(a), STN(a) and the GTSRB IC-STN-4, with a profile of the top kernels;
+#   2. benchmarks.throughput: the plain path against the fast path, K in {1, 3, 12, 32, 128}, for
+#      IC-STN-4(a), STN(a) and the GTSRB IC-STN-4, with a profile of the top kernels, and the
+#      grouped convolutions' two memory layouts (icstn.layers.CHANNELS_LAST) in one run;
 #   3. trials sharing the GPU: 4 processes of K = 3 against 1, without and with MPS
 #      (benchmarks.sharing), and models of different architectures in one process, back to
 #      back against one CUDA stream each;
@@ -49,8 +50,9 @@ bench() {  # limit, then throughput arguments; every run first measures its own 
 
 bench 25 --model "IC-STN-4(a)" --modes graph --k 1 3
 bench 60 --model "IC-STN-4(a)" --modes batched batched+graph --k 1 3 12 32 128 --profile
+bench 30 --model "IC-STN-4(a)" --modes batched+graph --k 3 128 --layout nhwc  # against the default, nchw
 bench 30 --model "STN(a)" --modes batched+graph --k 1 3 32 128
-bench 45 --experiment gtsrb --model IC-STN-4 --modes batched batched+graph --k 1 3 12 32 128 --profile
+bench 60 --experiment gtsrb --model IC-STN-4 --modes batched+graph --k 1 3 12 32 128 --profile
 bench 30 --model "IC-STN-4(a)" --modes batched+graph --k 3 --mix "IC-STN-4(a)" "STN(a)" "CNN(a)" "c-STN-4(a)"
 run 60 benchmarks.sharing --device "$DEVICE" --model "IC-STN-4(a)" --k 3 --processes 1 4 --seconds "${SHARE_SECONDS:-6}"
 # MPS: one server multiplexes the processes' kernels on the GPU; it changes no setting of the card
