@@ -54,3 +54,31 @@ def test_default_modes_measure_the_devices_fast_path():
     rows = [r for r in run("--model", "IC-STN-2(b)", "--k", "2") if "mode" in r]
     assert [(r["mode"], r["k"]) for r in rows] == [("eager", 1), ("batched", 2)]  # the baseline, then what a CPU trial runs
     assert rows[1]["model_iters_per_s"] > 0 and "skipped" not in rows[1]
+
+
+def test_fit_sizes_a_grids_iterations_to_a_time(tmp_path):
+    (tmp_path / "grids").mkdir()
+    for name, model in (("g", "CNN(b)"), ("other", "STN(b)")):
+        grid = {"experiment": "mnist", "models": [model], "seeds": [0, 1], "sigma_px": [1.0], "iterations": 50000}
+        (tmp_path / "grids" / f"{name}.yaml").write_text(yaml.safe_dump(grid))
+    config = {"profile": "tiny", "grids": str(tmp_path / "grids"), "pack": 4, "budget": {"iterations": 1000}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def fit(seconds: str) -> tuple[list[dict], dict]:
+        rows = run("--k", "--project", "--config", str(tmp_path / "config.yaml"), "--grids", "g", "--fit", seconds)
+        return [r for r in rows if r.get("project") and "model" in r], next(r for r in rows if "fit" in r)
+
+    timed, generous = fit("1e9")
+    assert [r["model"] for r in timed] == ["CNN(b)"]  # only the grid asked for
+    assert generous == {**generous, "fit": "g", "iterations": 1000}  # never above the profile's
+    assert fit("1e-6")[1]["iterations"] == 100  # never below 100
+
+
+def test_sharing_sums_the_processes():
+    cmd = [sys.executable, "-m", "benchmarks.sharing", "--device", "cpu", "--k", "2", "--processes", "1", "2", "--seconds", "0.5"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    one, two = [json.loads(line) for line in out.splitlines()]
+    assert (one["processes"], two["processes"]) == (1, 2) and len(two["per_process"]) == 2
+    assert two["model_iters_per_s"] == pytest.approx(sum(two["per_process"]), abs=0.02)
+    ratio = two["model_iters_per_s"] / one["model_iters_per_s"]
+    assert one["ratio_to_one_process"] == 1.0 and two["ratio_to_one_process"] == pytest.approx(ratio, rel=1e-2)
