@@ -85,7 +85,9 @@ rule report:
     conda:
         ENV
     params:
-        reference=REFERENCE,
+        reference=lambda wildcards, input: (
+            parent(input.references[0], 2) if input.references else REFERENCE
+        ),
         processed=lambda wildcards, input: parent(input.data[0], 2),
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
