@@ -22,7 +22,7 @@ import torch.nn.functional as F
 #: CUDA: no; cuDNN runs a channels-last grouped convolution as one kernel per group plus layout
 #: conversions, and the plain layout trained IC-STN-4(a) 1.07x, 1.19x and 1.23x faster at
 #: K = 3, 12 and 128 on an H200 (``python -m benchmarks.throughput --layout nchw|nhwc``).
-CHANNELS_LAST = {"cpu": True, "cuda": False}
+CHANNELS_LAST = {"cpu": True, "cuda": False}  # any other device (meta, in the tests): plain
 
 _LAYER = re.compile(r"conv\((\d+)x(\d+);(\d+)\)|(P)|FC\((\d+)\)")
 
@@ -109,7 +109,7 @@ class StackedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, b = x.shape[:2]
         x = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])  # (B, K*C, H, W): models as groups
-        if self.layers[0][0] == "conv" and CHANNELS_LAST[x.device.type]:
+        if self.layers[0][0] == "conv" and CHANNELS_LAST.get(x.device.type, False):
             x = x.contiguous(memory_format=torch.channels_last)
         weights = iter(zip(self.weights, self.biases))
         for i, layer in enumerate(self.layers):
