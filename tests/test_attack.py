@@ -150,7 +150,10 @@ def test_an_interrupted_sweep_marks_its_runs_killed_and_a_rerun_finishes_them(tm
             "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
     cmd = [sys.executable, "-m", "pipeline.sweep", *map(str, args)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT as a terminal's Ctrl-C delivers it, even where this runner was started in the
+    # background (a shell's background jobs inherit SIGINT ignored, and Python then keeps it so)
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=restore)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "r").glob("align/trials/*/checkpoint.pt")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
