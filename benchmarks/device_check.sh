@@ -3,7 +3,7 @@
 #   1. tests/test_cuda.py: the captured fast path equals the plain path and the CPU;
 #   2. benchmarks.throughput: the plain path against the fast path, K in {1, 3, 12, 32, 128}, for
 #      IC-STN-4(a), STN(a) and the GTSRB IC-STN-4, with a profile of the top kernels, and the
-#      grouped convolutions' two memory layouts (icstn.layers.CHANNELS_LAST) in one run;
+#      batched-GEMM convolution against cuDNN's grouped one (icstn.layers.CONV) in one run;
 #   3. trials sharing the GPU: 4 processes of K = 3 against 1, without and with MPS
 #      (benchmarks.sharing), and models of different architectures in one process, back to
 #      back against one CUDA stream each;
@@ -49,8 +49,9 @@ bench() {  # limit, then throughput arguments; every run first measures its own 
 }
 
 bench 25 --model "IC-STN-4(a)" --modes graph --k 1 3
-bench 60 --model "IC-STN-4(a)" --modes batched batched+graph --k 1 3 12 32 128 --profile
-bench 30 --model "IC-STN-4(a)" --modes batched+graph --k 3 128 --layout nhwc  # against the default, nchw
+bench 60 --model "IC-STN-4(a)" --modes batched+graph --k 1 3 12 32 128 --profile
+bench 40 --model "IC-STN-4(a)" --modes batched+graph --k 3 12 128 --conv gemm  # against cuDNN's grouped kernels
+bench 40 --experiment gtsrb --model IC-STN-4 --modes batched+graph --k 3 32 --conv gemm
 bench 30 --model "STN(a)" --modes batched+graph --k 1 3 32 128
 bench 60 --experiment gtsrb --model IC-STN-4 --modes batched+graph --k 1 3 12 32 128 --profile
 bench 30 --model "IC-STN-4(a)" --modes batched+graph --k 3 --mix "IC-STN-4(a)" "STN(a)" "CNN(a)" "c-STN-4(a)"

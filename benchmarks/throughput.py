@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="top operators of the stacked step (largest k)")
     parser.add_argument("--project", action="store_true", help="projected device-hours of the profile's grids")
     parser.add_argument("--layout", choices=["nhwc", "nchw"], help="memory layout of the grouped convolutions (default: icstn.layers')")
+    parser.add_argument("--conv", choices=["grouped", "gemm"], help="how K models' convolutions run (default: icstn.layers')")
     parser.add_argument("--grids", nargs="+", metavar="NAME", help="with --project: only these grids")
     parser.add_argument("--fit", type=float, metavar="SECONDS", help="with --project: the iterations whose steps fit SECONDS")
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
@@ -184,12 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
-    if args.layout:
-        layers.CHANNELS_LAST[torch.device(args.device).type] = args.layout == "nhwc"
     args.modes = args.modes or [FAST_PATH["cuda" if cuda else "cpu"]]
     where = {"device": args.device, "threads": torch.get_num_threads()}
-    if args.layout:
-        where["layout"] = args.layout
     if cuda:
         where["device_name"] = torch.cuda.get_device_name(args.device)
 
@@ -200,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     data = synthetic(args.experiment)
     base = rate(trainers_for(cfg, data, 1, "eager", args.device), args.steps, args.warmup)
     emit({"mode": "eager", "k": 1, "model_iters_per_s": round(base, 2), "ratio": 1.0, "baseline": True})
+    # --layout and --conv change what is measured next, not the baseline: the project's plain path
+    if args.layout:
+        layers.CHANNELS_LAST[torch.device(args.device).type] = args.layout == "nhwc"
+        where["layout"] = args.layout
+    if args.conv:
+        layers.CONV[torch.device(args.device).type] = args.conv
+        where["conv"] = args.conv
     for mode in args.modes:
         for k in args.k:
             if mode == "eager" and k == 1:

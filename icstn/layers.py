@@ -2,7 +2,8 @@
 
 The paper's networks are tiny, so the project trains many of them at once (seeds, noise
 levels). Every weight carries a leading model axis K; a convolution of K models is one grouped
-convolution (groups=K) and a linear layer is one batched matmul. K = 1 is the ordinary network.
+convolution (groups=K), or one batched matmul over unfolded patches (``conv_gemm``), and a
+linear layer is one batched matmul. K = 1 is the ordinary network.
 
 Architecture strings are the paper's own notation, e.g.
 ``conv(7x7;4)-conv(7x7;8)-P-FC(48)-FC(8)``: 'valid' convolutions with stride 1, P a 2x2
@@ -23,6 +24,12 @@ import torch.nn.functional as F
 #: conversions, and the plain layout trained IC-STN-4(a) 1.07x, 1.19x and 1.23x faster at
 #: K = 3, 12 and 128 on an H200 (``python -m benchmarks.throughput --layout nchw|nhwc``).
 CHANNELS_LAST = {"cpu": True, "cuda": False}  # any other device (meta, in the tests): plain
+
+#: How K models' convolution runs, per device type: "grouped" (one grouped convolution) or
+#: "gemm" (``conv_gemm``: one batched matmul over the K models). cuDNN runs a grouped layer of
+#: 4 -> 8 channels per group as one kernel per group, the cost that dominates IC-STN-4(a) at
+#: K = 128 on an H200; ``python -m benchmarks.throughput --conv gemm`` measures the other way.
+CONV = {"cpu": "grouped", "cuda": "grouped"}
 
 _LAYER = re.compile(r"conv\((\d+)x(\d+);(\d+)\)|(P)|FC\((\d+)\)")
 
@@ -115,7 +122,10 @@ class StackedNet(nn.Module):
         for i, layer in enumerate(self.layers):
             if layer[0] == "conv":
                 w, bias = next(weights)
-                x = F.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=k)  # (B, K*C', H', W')
+                if CONV.get(x.device.type) == "gemm":
+                    x = conv_gemm(x, w, bias)
+                else:
+                    x = F.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=k)  # (B, K*C', H', W')
             elif layer[0] == "pool":
                 x = F.max_pool2d(x, 2)
             else:
@@ -126,3 +136,19 @@ class StackedNet(nn.Module):
             if i < len(self.layers) - 1 and layer[0] != "pool":
                 x = F.relu(x)
         return x
+
+
+def conv_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """K models' 'valid' convolutions as one batched matmul over unfolded patches.
+
+    x: (B, K*C, H, W), the models as channel groups; w: (K, C', C, kh, kw); bias: (K, C').
+    Returns (B, K*C', H', W'), what ``F.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=K)``
+    gives, but as one launch for all K models, at the price of the unfolded patches in memory.
+    """
+    b, _, h, wd = x.shape
+    k, c_out, c_in, kh, kw = w.shape
+    ho, wo = h - kh + 1, wd - kw + 1
+    cols = F.unfold(x, (kh, kw))  # (B, K*C*kh*kw, H'*W'): model-major, then channel, then offset
+    cols = cols.view(b, k, c_in * kh * kw, ho * wo).permute(1, 0, 3, 2).reshape(k, b * ho * wo, -1)
+    out = torch.baddbmm(bias.unsqueeze(1), cols, w.flatten(2).transpose(1, 2))  # (K, B*H'*W', C')
+    return out.view(k, b, ho, wo, c_out).permute(1, 0, 4, 2, 3).reshape(b, k * c_out, ho, wo)

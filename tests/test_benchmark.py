@@ -82,3 +82,9 @@ def test_sharing_sums_the_processes():
     assert two["model_iters_per_s"] == pytest.approx(sum(two["per_process"]), abs=0.02)
     ratio = two["model_iters_per_s"] / one["model_iters_per_s"]
     assert one["ratio_to_one_process"] == 1.0 and two["ratio_to_one_process"] == pytest.approx(ratio, rel=1e-2)
+
+
+def test_conv_and_layout_switches_change_what_is_measured_not_the_baseline():
+    rows = [r for r in run("--model", "IC-STN-2(b)", "--k", "2", "--conv", "gemm", "--layout", "nchw") if "mode" in r]
+    assert rows[0]["baseline"] and "conv" not in rows[0] and "layout" not in rows[0]
+    assert (rows[1]["conv"], rows[1]["layout"]) == ("gemm", "nchw") and rows[1]["model_iters_per_s"] > 0

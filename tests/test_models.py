@@ -111,3 +111,41 @@ class TestAlignNet:
         source, p = batch(net.cfg)
         with pytest.raises(ValueError, match=r"p_init must have shape \(K=2, B, D\)"):
             net(source, p[0])
+
+
+def test_conv_gemm_equals_the_grouped_convolution():
+    """K models' convolutions as one batched matmul: the grouped convolution's values and gradients."""
+    from icstn.layers import conv_gemm
+
+    g = torch.Generator().manual_seed(0)
+    k, c_in, c_out, b = 3, 2, 4, 5
+    x = torch.randn(b, k * c_in, 11, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(k, c_out, c_in, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(k, c_out, generator=g, dtype=torch.float64, requires_grad=True)
+    fast = conv_gemm(x, w, bias)
+    grouped = torch.nn.functional.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=k)
+    assert fast.shape == grouped.shape == (b, k * c_out, 9, 5)
+    assert torch.allclose(fast, grouped, atol=1e-12)
+    probe = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad((out * probe).sum(), (x, w, bias)) for out in (fast, grouped)]
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(*grads))
+    shapes = [(2, 2 * c_in, 6, 7), (2, c_out, c_in, 3, 5), (2, c_out)]  # two models, a small image
+    small = [torch.randn(s, generator=g, dtype=torch.float64, requires_grad=True) for s in shapes]
+    assert torch.autograd.gradcheck(conv_gemm, small)
+
+
+def test_a_model_trains_alike_with_either_convolution(monkeypatch):
+    from icstn import layers
+
+    cfg = models.get_config("mnist", "IC-STN-2(a)")
+    source, p = batch(cfg, scale=0.3)
+    outs = []
+    for conv in ("grouped", "gemm"):
+        monkeypatch.setitem(layers.CONV, "cpu", conv)
+        net = models.AlignNet(cfg, [0, 1])
+        out = net(source, p)
+        out.logits.sum().backward()
+        outs.append((out.logits.detach(), [q.grad for q in net.parameters()]))
+    (a, grads_a), (b, grads_b) = outs
+    assert torch.allclose(a, b, atol=1e-5)
+    assert all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(grads_a, grads_b))
