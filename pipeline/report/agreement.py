@@ -78,10 +78,3 @@ def scorecard(table: pd.DataFrame) -> dict:
         "diverged": int(table.diverged.sum()),
     }
 
-
-def describe(card: dict) -> str:
-    """A scorecard in words."""
-    tau = "n/a" if math.isnan(card["tau"]) else f"{card['tau']:+.2f} (p = {card['p']:.2g}, {card['cells']} cells)"
-    agree = f"{card['agree']} of {card['judged']}" if card["judged"] else "none judged (one seed)"
-    diverged = f"; {card['diverged']} diverged run(s) left out" if card["diverged"] else ""
-    return f"Kendall's tau {tau}; cells whose 95% interval holds the paper's value: {agree}{diverged}"
