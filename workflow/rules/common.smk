@@ -63,6 +63,11 @@ def reference_of(wildcards):
     return [str(path)] if path.is_file() else []
 
 
+def reference_root(wildcards, input):
+    """The folder of reference runs: from the rule's reference inputs, where it has any."""
+    return parent(input.reference[0], 2) if input.reference else REFERENCE
+
+
 def grid_data(wildcards):
     return f"{PROCESSED}/{GRIDS[wildcards.grid]['experiment']}/manifest.json"
 

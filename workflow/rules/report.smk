@@ -11,7 +11,7 @@ rule table:
     conda:
         ENV
     params:
-        reference=REFERENCE,
+        reference=reference_root,
         out=lambda wildcards, output: parent(output[0]),
     shell:
         "python -m pipeline.report.tables --results {input.results:q} --grid {input.grid:q}"
@@ -34,7 +34,7 @@ rule grid_figure:
     conda:
         ENV
     params:
-        reference=REFERENCE,
+        reference=reference_root,
         out=lambda wildcards, output: parent(output[0]),
     shell:
         "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary"
@@ -68,7 +68,7 @@ rule report:
     input:
         results=expand(f"{RESULTS}/{{grid}}.parquet", grid=GRIDS),
         grids=list(GRID_FILES.values()),
-        references=[p for g in GRIDS for p in reference_of(SimpleNamespace(grid=g))],
+        reference=[p for g in GRIDS for p in reference_of(SimpleNamespace(grid=g))],
         tables=expand(f"{REPORTS}/tables/{{grid}}.md", grid=GRIDS),
         figures=expand(f"{REPORTS}/figures/{{name}}.png", name=[*GRIDS, *FIGURE_GRID]),
         paper=config["paper_results"],
@@ -85,9 +85,7 @@ rule report:
     conda:
         ENV
     params:
-        reference=lambda wildcards, input: (
-            parent(input.references[0], 2) if input.references else REFERENCE
-        ),
+        reference=reference_root,
         processed=lambda wildcards, input: parent(input.data[0], 2),
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
