@@ -18,37 +18,27 @@ GRID=${1:?usage: reference_run.sh GRID (a file of config/grids)}
 OUT=${OUT:-/tmp/reference}
 PY=${PYTHON:-python3}
 WORK=${WORK:-$OUT/work}
-export SEEDS=${SEEDS:-16} FIT=${FIT:-150} GRID WORK
-mkdir -p "$OUT" "$WORK/grids"
+SEEDS=${SEEDS:-16}
+FIT=${FIT:-150}
+EXTRA=${EXTRA:-"{}"}
+mkdir -p "$OUT" "$WORK"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 LOG=$OUT/log.txt
 for pkg in jsonschema pooch; do
   $PY -c "import $pkg" 2>/dev/null || $PY -m pip install -q --no-index --find-links .device/wheels "$pkg" >>"$LOG" 2>&1
 done
-# the grid with SEEDS seeds, and the profile's settings pointing at it
+# the grid with SEEDS seeds, and the profile's settings pointing at it (pipeline.reference prepare)
 # EXTRA (JSON) overrides the profile, e.g. a dry run on a CPU: EXTRA='{"budget": {"iterations": 20}}'
-EXP=$($PY -c "import json, os, yaml
-grid = yaml.safe_load(open(f'config/grids/{os.environ[\"GRID\"]}.yaml'))
-grid['seeds'] = list(range(int(os.environ['SEEDS'])))
-yaml.safe_dump(grid, open(f'{os.environ[\"WORK\"]}/grids/{os.environ[\"GRID\"]}.yaml', 'w'), sort_keys=False)
-c = yaml.safe_load(open('config/config.yaml'))
-c.update(yaml.safe_load(open('config/reference.yaml')))
-c.update(json.loads(os.environ.get('EXTRA') or '{}'), grids=f'{os.environ[\"WORK\"]}/grids')
-json.dump(c, open(f'{os.environ[\"WORK\"]}/settings.json', 'w'))
-print(grid['experiment'])")
+PREPARE=(-m pipeline.reference prepare --grid "$GRID" --work "$WORK" --seeds "$SEEDS" --extra "$EXTRA")
+EXP=$($PY "${PREPARE[@]}")
 export ICSTN_DATA_MIRROR=${ICSTN_DATA_MIRROR:-$PWD/.device/mirror}
 $PY -m pipeline.fetch "$EXP" --raw "$WORK/raw" 2>&1 | tee -a "$LOG"
 $PY -m pipeline.prepare "$EXP" --raw "$WORK/raw" --out "$WORK/processed" 2>&1 | tee -a "$LOG"
 if [ "$FIT" != 0 ]; then
   $PY -m benchmarks.throughput --config "$WORK/settings.json" --grids "$GRID" --fit "$FIT" --project --k --steps 20 \
     2>>"$LOG" | tee -a "$LOG" "$OUT/fit.jsonl"
-  $PY -c "import json, os
-fit = [json.loads(line) for line in open(f'{os.environ[\"OUT\"]}/fit.jsonl') if '\"fit\"' in line][-1]
-path = f'{os.environ[\"WORK\"]}/settings.json'
-c = json.load(open(path))
-c['budget'] = {**c.get('budget', {}), 'iterations': fit['iterations']}
-json.dump(c, open(path, 'w'))
-print('iterations fitted to', fit['seconds'], 's:', fit['iterations'])" | tee -a "$LOG"
+  $PY "${PREPARE[@]}" --fit "$OUT/fit.jsonl" >/dev/null
+  echo "iterations fitted to $FIT s: $(grep '"fit"' "$OUT/fit.jsonl" | tail -n 1)" | tee -a "$LOG"
 fi
 start=$(date +%s)
 $PY -m pipeline.sweep --grid "$WORK/grids/$GRID.yaml" --out "$WORK/results" --data "$WORK/processed" \

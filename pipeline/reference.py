@@ -1,9 +1,13 @@
 """A reference run: one grid's results from a GPU machine, committed beside the reports.
 
+    python -m pipeline.reference prepare --grid table2 --work WORK --seeds 16 [--extra JSON] [--fit FIT.jsonl]
     python -m pipeline.reference pack --results RESULTS --grid table2 --out table2.tar.gz [--profile reference]
     python -m pipeline.reference unpack table2.tar.gz [--into reports/reference]
 
-``pack`` runs where the grid was trained (``benchmarks/reference_run.sh``): it writes one archive
+``prepare`` writes what the run trains (``benchmarks/reference_run.sh``): a copy of the grid with
+more seeds (a profile's budget only lowers seeds) and the settings, the reference profile over the
+main config, with the iterations a timing run fitted to the time at hand. ``pack`` runs where the
+grid was trained (``benchmarks/reference_run.sh``): it writes one archive
 (at most 16 MiB) with the grid's results table, the arrays its figures need, and the provenance
 (card, torch, driver, commit, iterations, seeds, date). ``unpack`` lays it out as
 ``reports/reference/<grid>/``, a results folder like any other (``pipeline.store``), which every
@@ -28,6 +32,29 @@ from pipeline.store import GridStore
 
 MAX_BYTES = 16 * 2**20
 ROOT = Path("reports/reference")
+
+
+def prepare(grid: str, work: str | Path, seeds: int, extra: dict | None = None, fit: str | Path | None = None,
+            config: str | Path = "config") -> str:  # fmt: skip
+    """Write ``<work>/grids/<grid>.yaml`` (seeds 0..seeds-1) and ``<work>/settings.json``; returns
+    the grid's experiment. ``fit``: the JSON lines of ``benchmarks.throughput --fit``, whose last
+    fitted iterations become the budget's."""
+    import yaml
+
+    work, config = Path(work), Path(config)
+    spec = yaml.safe_load((config / "grids" / f"{grid}.yaml").read_text())
+    spec["seeds"] = list(range(seeds))
+    (work / "grids").mkdir(parents=True, exist_ok=True)
+    (work / "grids" / f"{grid}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    settings = {**yaml.safe_load((config / "config.yaml").read_text()), **yaml.safe_load((config / "reference.yaml").read_text())}
+    settings |= {**(extra or {}), "grids": str(work / "grids")}
+    if fit is not None:
+        fitted = [json.loads(line) for line in Path(fit).read_text().splitlines() if '"fit"' in line]
+        if not fitted:
+            raise ValueError(f"{fit}: no fitted iterations (benchmarks.throughput --fit) in it")
+        settings["budget"] = {**settings.get("budget", {}), "iterations": fitted[-1]["iterations"]}
+    (work / "settings.json").write_text(json.dumps(settings))
+    return spec["experiment"]
 
 
 def describe_machine() -> dict:
@@ -119,6 +146,12 @@ def _card(facts: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="the grid with more seeds, and the settings, for a reference run")
+    p.add_argument("--grid", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--seeds", type=int, required=True)
+    p.add_argument("--extra", type=json.loads, default={}, help="JSON over the profile, e.g. a CPU dry run's budget")
+    p.add_argument("--fit", help="benchmarks.throughput --fit output: its iterations become the budget's")
     p = sub.add_parser("pack", help="a grid's results into one archive")
     p.add_argument("--results", required=True)
     p.add_argument("--grid", required=True)
@@ -129,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--into", default=str(ROOT))
     args = parser.parse_args(argv)
     try:
-        if args.command == "pack":
+        if args.command == "prepare":
+            print(prepare(args.grid, args.work, args.seeds, args.extra, args.fit))
+        elif args.command == "pack":
             path = pack(args.results, args.grid, args.out, args.profile)
             print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB", file=sys.stderr)
         else:

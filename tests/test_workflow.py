@@ -4,6 +4,7 @@ Runs the real workflow in a scratch directory on a tiny profile, with the paper'
 the models the figures need, plus one new grid file (an ablation) that no code knows about.
 """
 
+import json
 import os
 import re
 import shutil
@@ -145,3 +146,22 @@ def test_a_reference_run_becomes_a_column_of_its_table(workflow_run, mirror):
     assert re.search(r"\| reference \(GPU\) +\|", md) and "reference (GPU): reference profile, 30 iterations, 2 seeds" in md
     assert "table2 reference (GPU)" in (work / "reports" / "index.html").read_text()
     assert "reference" not in (work / "reports" / "tables" / "table3.md").read_text()  # only where a grid has one
+
+
+def test_a_reference_run_trains_more_seeds_for_the_fitted_iterations(tmp_path):
+    from pipeline import reference
+
+    extra = {"budget": {"test_samples": 500}, "executor": "ray"}
+    assert reference.prepare("table2", tmp_path, 5, extra, config=REPO / "config") == "mnist"
+    grid = yaml.safe_load((tmp_path / "grids" / "table2.yaml").read_text())
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert grid["seeds"] == [0, 1, 2, 3, 4] and grid["models"] == yaml.safe_load((REPO / "config/grids/table2.yaml").read_text())["models"]
+    assert settings["profile"] == "reference" and settings["grids"] == str(tmp_path / "grids")
+    assert settings["budget"] == {"test_samples": 500} and settings["executor"] == "ray"  # the extra over the profile
+    fit = tmp_path / "fit.jsonl"
+    fit.write_text('{"project": "table2", "device_hours": 1.0}\n{"fit": "table2", "seconds": 150, "iterations": 700}\n')
+    reference.prepare("table2", tmp_path, 5, extra, fit, config=REPO / "config")
+    assert json.loads((tmp_path / "settings.json").read_text())["budget"] == {"test_samples": 500, "iterations": 700}
+    fit.write_text('{"project": "table2", "device_hours": 1.0}\n')
+    with pytest.raises(ValueError, match="no fitted iterations"):
+        reference.prepare("table2", tmp_path, 5, extra, fit, config=REPO / "config")
