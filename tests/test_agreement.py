@@ -13,15 +13,21 @@ from pipeline.report import agreement, tables
 
 class TestCell:
     def test_a_t_interval_over_seeds(self):
-        c = agreement.cell([1.0, 2.0, 3.0])
-        assert c["ours_mean"] == 2.0 and c["n_seeds"] == 3 and c["diverged"] == 0
+        c = agreement.cell([11.0, 12.0, 13.0])
+        assert c["ours_mean"] == 12.0 and c["n_seeds"] == 3 and c["diverged"] == 0
         half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) x sd / sqrt(n)
-        assert c["ci_low"] == pytest.approx(2.0 - half) and c["ci_high"] == pytest.approx(2.0 + half)
+        assert c["ci_low"] == pytest.approx(12.0 - half) and c["ci_high"] == pytest.approx(12.0 + half)
 
     def test_a_diverged_run_is_counted_and_left_out(self):
         c = agreement.cell([1.0, float("nan"), 3.0, float("inf")])
         assert c["ours_mean"] == 2.0 and c["n_seeds"] == 2 and c["diverged"] == 2
         assert agreement.cell([float("nan")])["n_seeds"] == 0 and math.isnan(agreement.cell([float("nan")])["ours_mean"])
+
+    def test_the_interval_holds_only_what_an_error_can_be(self):
+        wide = agreement.cell([2.0, 60.0])  # t(0.975, 1) x 41 = 521 each side
+        assert wide["ci_low"] == 0.0 and wide["ci_high"] == pytest.approx(31.0 + 12.706204736 * 29.0)
+        assert agreement.cell([2.0, 60.0], upper=100.0)["ci_high"] == 100.0
+        assert agreement.cell([40.0, 41.0, 42.0], upper=100.0)["ci_low"] == pytest.approx(41.0 - 4.302652729911275 / math.sqrt(3))
 
     def test_one_seed_has_no_interval(self):
         c = agreement.cell([4.0])
@@ -36,8 +42,9 @@ def frame(paper, runs):
 
 class TestCompare:
     def test_inside_outside_and_unjudged(self):
-        t = frame([2.0, 10.0, 1.0, None], [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [5.0], [1.0, 2.0]])
-        assert t.agrees.tolist() == [True, False, pd.NA, pd.NA]
+        t = frame([2.0, 10.0, 1.0, None, 5.0], [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [5.0], [1.0, 2.0], [1.0, 2.0]])
+        assert t.ci_low.iloc[4] <= 5.0 <= t.ci_high.iloc[4]  # two seeds hold 5 in their interval, yet:
+        assert t.agrees.tolist() == [True, False, pd.NA, pd.NA, pd.NA]
         assert t["diff"].iloc[1] == pytest.approx(-8.0) and t.diff_se.iloc[1] == pytest.approx(-8.0 / (1 / math.sqrt(3)))
 
 
@@ -60,11 +67,11 @@ class TestKendall:
 
 
 def test_a_scorecard():
-    t = frame([1.0, 2.0, 3.0, 4.0], [[1.0, 1.2], [2.1, 1.9], [float("nan"), 3.0, 3.2], [9.0, 9.1]])
+    t = frame([1.0, 2.0, 3.0, 4.0, 5.0], [[0.9, 1.1, 1.3], [2.2, 1.9, 1.9], [float("nan"), 3.0, 3.2, 3.1], [9.0, 9.1, 9.2], [1.0, 9.0]])
     card = agreement.scorecard(t)
-    assert card["tau"] == pytest.approx(1.0) and card["cells"] == 4 and card["diverged"] == 1
-    assert card["agree"] == 3 and card["judged"] == 4 and card["fraction"] == 0.75
-    assert card["median_abs_diff"] == pytest.approx(0.1)  # |diffs| 0.1, 0, 0.1, 5.05
+    assert card["tau"] == pytest.approx(0.8) and card["cells"] == 5 and card["diverged"] == 1
+    assert card["agree"] == 3 and card["judged"] == 4 and card["fraction"] == 0.75  # the two-seed cell is not judged
+    assert card["median_abs_diff"] == pytest.approx(0.1)  # |diffs| 0.1, 0, 0.1, 5.1, 0
 
 
 def test_a_table_shows_diverged_runs():

@@ -121,6 +121,7 @@ def test_six_figures_and_index(workflow_run, mirror):
     assert page.index("<h2>Scorecard</h2>") < page.index("<h2>Provenance</h2>")
     for table in ("Table 1", "Table 2", "Table 3"):
         assert f"#table{table[-1]}'>{table}</a>" in page
+    assert page.count("not judged (&lt; 3 seeds)") == 3  # the test profile's 2 seeds: no cell is judged
 
 
 def test_rerun_does_nothing(workflow_run, mirror):
@@ -144,7 +145,11 @@ def test_a_reference_run_becomes_a_column_of_its_table(workflow_run, mirror):
     subprocess.run(SNAKEMAKE, cwd=work, env=env, capture_output=True, text=True, check=True)
     md = (work / "reports" / "tables" / "table2.md").read_text()
     assert re.search(r"\| reference \(GPU\) +\|", md) and "reference (GPU): reference profile, 30 iterations, 2 seeds" in md
-    assert "table2 reference (GPU)" in (work / "reports" / "index.html").read_text()
+    page = (work / "reports" / "index.html").read_text()
+    assert "table2 reference (GPU)" in page  # its provenance line
+    card = page[page.index("<h2>Scorecard</h2>") : page.index("<h2>Provenance</h2>")]
+    row = r"#table2'>Table 2 reference \(GPU\)</a></td>.*?not judged \(&lt; 3 seeds\).*?tiny, 30 iterations, 2 seeds"
+    assert re.search(row, card, re.S)  # scored like ours (here the packed run is this one, of the tiny profile)
     assert "reference" not in (work / "reports" / "tables" / "table3.md").read_text()  # only where a grid has one
 
 

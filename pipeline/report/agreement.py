@@ -1,8 +1,9 @@
 """How close our numbers are to the paper's.
 
 Per cell (a model at a noise level): our mean over seeds, a 95% t-interval (n - 1 degrees of
-freedom), whether the paper's value lies inside it, the signed difference and the difference in
-standard errors of our mean. A diverged run (NaN or infinite error) is counted and kept out of
+freedom, cut to what an error can be: at least 0, at most 100 for a percentage), whether the
+paper's value lies inside it (judged from 3 seeds on), the signed difference and the difference
+in standard errors of our mean. A diverged run (NaN or infinite error) is counted and kept out of
 the mean, never dropped silently. Per table: Kendall's tau-b between the paper's values and our
 means over the cells both have, with its two-sided p-value, and the fraction of cells that agree.
 """
@@ -16,10 +17,16 @@ import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
+#: Seeds a cell needs before it is judged: with two, t(0.975, 1) = 12.7 standard errors each side,
+#: an interval that holds nearly any value, so "agrees" would say nothing.
+MIN_SEEDS = 3
 
 
-def cell(values) -> dict:
-    """One cell's statistics from its per-seed values (NaN or inf: a diverged run)."""
+def cell(values, upper: float = math.inf) -> dict:
+    """One cell's statistics from its per-seed values (NaN or inf: a diverged run).
+
+    The interval is cut to [0, ``upper``], the values an error can take (100 for a percentage).
+    """
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
     n = len(finite)
@@ -33,20 +40,20 @@ def cell(values) -> dict:
         "n_seeds": n,
         "diverged": len(values) - n,
         "se": se,
-        "ci_low": mean - half,
-        "ci_high": mean + half,
+        "ci_low": max(mean - half, 0.0),
+        "ci_high": min(mean + half, upper),
     }
 
 
 def compare(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (ours_mean, se, ci_low, ci_high, paper) with diff, diff_se and agrees added.
 
-    ``agrees`` is True or False where there is a paper value and an interval (n >= 2), else NA.
+    ``agrees`` is True or False where there is a paper value and ``MIN_SEEDS`` seeds, else NA.
     """
     out = table.copy()
     out["diff"] = out.ours_mean - out.paper
     out["diff_se"] = out["diff"] / out.se
-    known = out.paper.notna() & out.ci_low.notna()
+    known = out.paper.notna() & out.ci_low.notna() & (out.n_seeds >= MIN_SEEDS)
     out["agrees"] = pd.array([bool(lo <= p <= hi) if k else pd.NA for lo, p, hi, k in zip(out.ci_low, out.paper, out.ci_high, known)],
                              dtype="boolean")  # fmt: skip
     return out

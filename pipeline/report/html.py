@@ -62,17 +62,19 @@ def _provenance(frames: list[pd.DataFrame], data_root: Path) -> pd.DataFrame:
     return pd.DataFrame({"": list(rows), "value": list(rows.values())})
 
 
-def _scorecard(frames: dict, grid_of: dict, built: dict) -> str:
-    """One line per table with the paper's numbers: how far our ordering and our values agree."""
+def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
+    """One line per table with the paper's numbers (and per reference run of one): how far the
+    ordering and the values agree. ``cards``: (anchor, label, built table, results frame)."""
     rows = []
-    for name, table in built.items():
-        if "paper" not in table:
-            continue
-        card, df = agreement.scorecard(table), frames[name]
+    for anchor, label, table, df in cards:
+        card = agreement.scorecard(table)
+        judged = f"not judged (< {agreement.MIN_SEEDS} seeds)"
+        if card["judged"]:
+            judged = f"{card['agree']} of {card['judged']} ({card['fraction']:.0%})"
         rows.append({
-            "table": f"<a href='#{name}'>{html.escape(grid_of[name].get('title', name).split(':')[0])}</a>",
+            "table": f"<a href='#{anchor}'>{html.escape(label)}</a>",
             "Kendall's τ (p, cells)": "n/a" if card["tau"] != card["tau"] else f"{card['tau']:+.2f} (p = {card['p']:.2g}, {card['cells']})",
-            "cells in agreement": f"{card['agree']} of {card['judged']}" + (f" ({card['fraction']:.0%})" if card["judged"] else ""),
+            "cells in agreement": html.escape(judged),
             "median |ours − paper|": f"{card['median_abs_diff']:.3g}",
             "diverged runs": card["diverged"],
             "profile": f"{df.profile.iloc[0]}, {', '.join(map(str, sorted(df.iterations.unique())))} iterations, {df.seed.nunique()} seeds",
@@ -81,8 +83,10 @@ def _scorecard(frames: dict, grid_of: dict, built: dict) -> str:
         return ""
     note = ("<p class='caption'>τ: Kendall's tau-b between the paper's values and our means over the cells both have (1: the "
             "paper's ordering exactly), with its two-sided p-value. A cell agrees when our 95% t-interval over seeds holds the "
-            "paper's value; a cell with one seed is not judged (with two, the interval is wide: the median difference gives the "
-            "scale). Diverged runs are counted and left out of the means.</p>")  # fmt: skip
+            f"paper's value; a cell with fewer than {agreement.MIN_SEEDS} seeds is not judged (with two, the interval spans "
+            "12.7 standard errors each side and holds nearly anything). The median difference gives the scale. Diverged runs "
+            "are counted and left out of the means. A reference (GPU) row scores a GPU machine's committed run the same way."
+            "</p>")  # fmt: skip
     return "<h2>Scorecard</h2>" + pd.DataFrame(rows).to_html(index=False, escape=False) + note
 
 
@@ -116,7 +120,14 @@ def render(
     grid_of = {name: grids.load_grid(next(g for g in grid_files if Path(g).stem == name)) for name in frames}
     refs = {name: reference.load(name, reference_root) for name in frames} if reference_root else {}
     built = {name: tables.build(df, grid_of[name], paper_csv, refs[name][0] if refs.get(name) else None) for name, df in frames.items()}
-    parts.append(_scorecard(frames, grid_of, built))
+    cards = []
+    for name, table in built.items():
+        if "paper" in table:
+            title = grid_of[name].get("title", name).split(":")[0]
+            cards.append((name, title, table, frames[name]))
+            if refs.get(name):  # the committed GPU run, scored alone
+                cards.append((name, f"{title} reference (GPU)", tables.build(refs[name][0], grid_of[name], paper_csv), refs[name][0]))
+    parts.append(_scorecard(cards))
     prov = _provenance(list(frames.values()), data_root)
     for name, ref in refs.items():
         if ref:

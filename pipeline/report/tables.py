@@ -12,6 +12,7 @@ Tables 2 and 3, both capacities. Any other grid gets a table of its own settings
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def summarize(df: pd.DataFrame, metric: str = "test_error") -> pd.DataFrame:
     """Per model and setting, ``metric`` over seeds at the trained unroll count (``agreement.cell``)."""
     rows = df[(df.metric == metric) & (df.n_warps_test == df.n_warps_train)]
     keys = ["model", *[k for k in SETTINGS if k in rows], "capacity"]
-    cells = [{**dict(zip(keys, group)), **agreement.cell(g.value)} for group, g in rows.groupby(keys, sort=False, dropna=False)]
+    percent = metric == "test_error" and len(df) and not experiments.is_alignment(df.experiment.iloc[0])
+    upper = 100.0 if percent else math.inf
+    groups = rows.groupby(keys, sort=False, dropna=False)
+    cells = [{**dict(zip(keys, group)), **agreement.cell(g.value, upper)} for group, g in groups]
     return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "se", "ci_low", "ci_high"])
 
 
