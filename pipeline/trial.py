@@ -66,6 +66,14 @@ class Trial:
         return f"{slug}-{digest(self.to_dict())}"
 
     @property
+    def label(self) -> str:
+        """What a person reads in progress lines: 'IC-STN-4(a) σ=3.5 seeds 0-2'."""
+        sigmas = ",".join(f"{s:g}" for s in dict.fromkeys(m.sigma_px for m in self.members))
+        seeds = sorted(set(self.seeds))
+        run = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
+        return f"{self.model} σ={sigmas} seeds {f'{seeds[0]}-{seeds[-1]}' if run else ','.join(map(str, seeds))}"
+
+    @property
     def seeds(self) -> list[int]:
         return [m.seed for m in self.members]
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,9 +58,14 @@ def child_runs(client, grid_name):
     return [r for r in runs if "icstn.run_key" in r.data.tags]
 
 
-def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_runtime):
+def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_runtime, capfd):
     grid = write_grid(tmp_path, "two_by_two")
     path = sweep.sweep(grid, tmp_path / "results", data_root / "processed", {"profile": "test"}, executor="ray")
+    err = capfd.readouterr().err
+    # the sweep's own progress lines, not Tune's tables of every config
+    assert "two_by_two [0/2] started IC-STN-2(b) σ=3.5 seeds 0,1" in err or "two_by_two [1/2] started IC-STN-2(b)" in err
+    assert re.search(r"two_by_two \[2/2\] finished \S+ σ=3.5 seeds 0,1 in \d+ s: test error [0-9.]+% \(mean of 2\)", err)
+    assert "started with configuration" not in err and "Trial status" not in err
     runs = child_runs(store, "two_by_two")
     assert sorted(r.info.run_name for r in runs) == sorted(f"{m} seed={s} sigma=3.5" for m in ["IC-STN-2(b)", "CNN(b)"] for s in (0, 1))
     for run in runs:
@@ -86,9 +92,10 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
-def test_inline_executor_matches_ray(tmp_path, data_root, store):
+def test_inline_executor_matches_ray(tmp_path, data_root, store, capfd):
     grid = write_grid(tmp_path, "inline_grid", models=["IC-STN-2(b)"])
     path = sweep.sweep(grid, tmp_path / "res", data_root / "processed", {}, executor="inline", track=False)
+    assert re.search(r"inline_grid \[1/1\] finished IC-STN-2\(b\) σ=3.5 seeds 0,1 in \d+ s: test error", capfd.readouterr().err)
     df = pd.read_parquet(path)
     assert len(df) == 2 * 3 and store.get_experiment_by_name("inline_grid") is None  # --no-tracking
 

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import sys
-
+from pipeline.progress import Progress
 from pipeline.runner import Context, Reporter, run_trial
 from pipeline.trial import Trial
 
 
 def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None:
-    for i, trial in enumerate(trials, 1):
-        print(f"[{i}/{len(trials)}] {trial.model} ({len(trial.members)} models)", file=sys.stderr, flush=True)
+    progress = Progress(trials[0].grid, len(trials))
+    for trial in trials:
         store = ctx.store(trial)
-        on_result = None
+        progress.started(trial)
         if tracker is not None:
             tracker.start_trial(trial)
-            on_result = lambda step, per_member, key=trial.key: tracker.log(key, step, per_member)  # noqa: E731
+
+        def on_result(step, per_member, key=trial.key):
+            progress.step(key, step)
+            if tracker is not None:
+                tracker.log(key, step, per_member)
+
         record = run_trial(trial, ctx, Reporter(store, trial.key, on_result))
+        progress.finished(record)
         if tracker is not None:
             tracker.finish_trial(record, store)
 

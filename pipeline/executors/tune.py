@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ray import tune
 
+from pipeline.progress import Progress
 from pipeline.runner import Context, Reporter, run_trial
 from pipeline.trial import Trial
 
@@ -157,6 +158,34 @@ class TrackingCallback(tune.Callback):
         self.tracker.fail_trial(_trial_of(trial.config).key)
 
 
+class ProgressCallback(tune.Callback):
+    """Runs in the driver: the sweep's progress lines (``pipeline.progress``), in place of Tune's tables."""
+
+    def __init__(self, progress: Progress, ctx: Context):
+        self.progress, self.ctx = progress, ctx
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.started(_trial_of(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "step" in result:
+            self.progress.step(_trial_of(trial.config).key, int(result["step"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        t = _trial_of(trial.config)
+        record = self.ctx.store(t).record(t.key)
+        if record is not None:
+            self.progress.finished(record)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.progress.failed(_trial_of(trial.config), f"see {trial.local_path or 'the Ray log'}")
+
+
+def _dirname(trial) -> str:
+    """Tune's folder of a trial: the trial's key (its folder in the store), not its whole config."""
+    return f"{_trial_of(trial.config).key}_{trial.trial_id}"
+
+
 def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: dict | None = None):
     """Run ``trials`` on Tune (or, with ``search``, Optuna's samples of the first); returns the ResultGrid."""
     import ray
@@ -165,10 +194,11 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are named below
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
+    total = len(trials) if search is None else search["num_samples"]
     try:
         check_resources(res)
         param_space = {"ctx": {**ctx.to_dict(), "threads": res["cpu"]}}
-        tune_config = tune.TuneConfig()
+        tune_config = tune.TuneConfig(trial_dirname_creator=_dirname)
         if search is None:
             param_space["trial"] = tune.grid_search([t.to_dict() for t in trials])
         else:
@@ -177,15 +207,17 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
             space = {k: (tune.loguniform if r.get("log", True) else tune.uniform)(r["low"], r["high"]) for k, r in search["space"].items()}
             param_space |= {"trial": trials[0].to_dict(), "search": space}
             tune_config = tune.TuneConfig(
-                search_alg=OptunaSearch(seed=0), metric="objective", mode="min", num_samples=search["num_samples"]
-            )
+                search_alg=OptunaSearch(seed=0), metric="objective", mode="min", num_samples=search["num_samples"],
+                trial_dirname_creator=_dirname,
+            )  # fmt: skip
         run_config = tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(ctx.store(trials[0]).tune_storage),
             failure_config=tune.FailureConfig(max_failures=settings["ray"]["max_failures"]),
             # Tune's JSON and CSV records, without its TensorBoard files (MLflow is the record)
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback()] + ([TrackingCallback(tracker, ctx)] if tracker is not None else []),
-            verbose=1,
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), ProgressCallback(Progress(name, total), ctx)]
+            + ([TrackingCallback(tracker, ctx)] if tracker is not None else []),
+            verbose=0,  # ProgressCallback prints what matters; Tune's tables would repeat each config
         )
         grid_result = tune.Tuner(tune.with_resources(_trainable, res), param_space=param_space, tune_config=tune_config,
                                  run_config=run_config).fit()  # fmt: skip

@@ -1,0 +1,61 @@
+"""What a running sweep prints, the same lines whichever executor runs it (on stderr).
+
+One line when a trial starts and one when it ends, with its error, and every ``every`` seconds
+one line of where the running trials are::
+
+    table2 [0/12] started IC-STN-4(a) σ=3.5 seeds 0-2
+    table2 0:30 [4/12] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 200/300, STN(a) σ=3.5 seeds 0-2 at 100/300
+    table2 [5/12] finished IC-STN-4(a) σ=3.5 seeds 0-2 in 41 s: test error 12.3% (mean of 3)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from icstn import experiments
+from pipeline.trial import Trial, TrialRecord
+
+
+class Progress:
+    def __init__(self, name: str, total: int, every: float = 30.0, stream=None):
+        self.name, self.total, self.every = name, total, every
+        self.stream = stream  # None: sys.stderr when printing (Tune pickles its callbacks; a stream does not pickle)
+        self.done = 0
+        self.running: dict[str, tuple[Trial, int]] = {}  # key -> (trial, its last step)
+        self.start_time = self.last_line = time.monotonic()
+
+    def started(self, trial: Trial) -> None:
+        self.running[trial.key] = (trial, 0)
+        self._print(f"{self._count()} started {trial.label}")
+
+    def step(self, key: str, step: int) -> None:
+        if key in self.running:
+            self.running[key] = (self.running[key][0], step)
+        if time.monotonic() - self.last_line >= self.every:
+            where = ", ".join(f"{t.label} at {s}/{t.train['iterations']}" for t, s in self.running.values())
+            self._print(f"{self._clock()} {self._count()} running: {where or 'none'}")
+
+    def finished(self, record: TrialRecord) -> None:
+        trial = record.trial
+        self.running.pop(trial.key, None)
+        self.done += 1
+        unit = " px" if experiments.is_alignment(trial.experiment) else "%"
+        mean = f" (mean of {len(record.members)})" if len(record.members) > 1 else ""
+        error = f"{record.split} error {record.objective:.3g}{unit}{mean}"
+        self._print(f"{self._count()} finished {trial.label} in {record.seconds:.0f} s: {error}")
+
+    def failed(self, trial: Trial, why: str) -> None:
+        self.running.pop(trial.key, None)
+        self._print(f"{self._count()} failed {trial.label}: {why}")
+
+    def _count(self) -> str:
+        return f"[{self.done}/{self.total}]"
+
+    def _clock(self) -> str:
+        minutes, seconds = divmod(int(time.monotonic() - self.start_time), 60)
+        return f"{minutes}:{seconds:02d}"
+
+    def _print(self, line: str) -> None:
+        self.last_line = time.monotonic()
+        print(f"{self.name} {line}", file=self.stream or sys.stderr, flush=True)

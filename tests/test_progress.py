@@ -1,0 +1,50 @@
+"""pipeline.progress: the lines a running sweep prints, whichever executor runs it."""
+
+import io
+
+from pipeline.progress import Progress
+from pipeline.trial import Member, MemberResult, Trial, TrialRecord
+
+
+def make_trial(experiment="mnist", model="IC-STN-4(a)", seeds=(0, 1, 2), sigmas=(3.5,), iterations=300):
+    members = tuple(Member(s, sigma) for sigma in sigmas for s in seeds)
+    train = {"iterations": iterations, "batch_size": 100, "lr_geometric": 1e-4, "lr_classifier": 0.01}
+    train |= {"noise_warp": "homography", "eval_every": 100}
+    return Trial("g", experiment, model, members, train, 100, ())
+
+
+def record_of(trial, errors, split="test"):
+    members = tuple(MemberResult(m.seed, m.sigma_px, {"test_error": e}, {}, []) for m, e in zip(trial.members, errors))
+    return TrialRecord(trial, split, 300, 100, "cpu", {}, 41.2, None, members, {}, {})
+
+
+def test_label_names_model_noise_and_seeds():
+    assert make_trial().label == "IC-STN-4(a) σ=3.5 seeds 0-2"
+    assert make_trial(seeds=(0, 1)).label == "IC-STN-4(a) σ=3.5 seeds 0,1"
+    assert make_trial(seeds=(0, 2, 5), sigmas=(2.5, 10.0)).label == "IC-STN-4(a) σ=2.5,10 seeds 0,2,5"
+
+
+def test_lines_say_what_started_where_it_is_and_how_it_ended():
+    out = io.StringIO()
+    progress = Progress("table2", 2, every=0.0, stream=out)
+    a, b = make_trial(), make_trial("planar", "IC-STN-2", seeds=(0,), sigmas=(5.0,), iterations=200)
+    progress.started(a)
+    progress.started(b)
+    progress.step(a.key, 120)
+    progress.finished(record_of(a, [10.0, 12.0, 14.0]))
+    progress.finished(record_of(b, [1.5], split="validation"))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "table2 [0/2] started IC-STN-4(a) σ=3.5 seeds 0-2"
+    assert lines[2].endswith("[0/2] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 120/300, IC-STN-2 σ=5 seeds 0 at 0/200")
+    assert lines[3] == "table2 [1/2] finished IC-STN-4(a) σ=3.5 seeds 0-2 in 41 s: test error 12% (mean of 3)"
+    assert lines[4] == "table2 [2/2] finished IC-STN-2 σ=5 seeds 0 in 41 s: validation error 1.5 px"
+
+
+def test_status_lines_come_at_most_every_interval():
+    out = io.StringIO()
+    progress = Progress("g", 1, every=3600.0, stream=out)
+    trial = make_trial()
+    progress.started(trial)
+    for step in range(1, 50):
+        progress.step(trial.key, step)
+    assert out.getvalue().count("\n") == 1  # only the start line within the hour
