@@ -4,9 +4,9 @@
 #   2. benchmarks.throughput: the plain path against the fast path, K in {1, 3, 12, 32, 128}, for
 #      IC-STN-4(a), STN(a) and the GTSRB IC-STN-4, with a profile of the top kernels, and the
 #      batched-GEMM convolution against cuDNN's grouped one (icstn.layers.CONV) in one run;
-#   3. trials sharing the GPU: 4 processes of K = 3 against 1, without and with MPS
-#      (benchmarks.sharing), and models of different architectures in one process, back to
-#      back against one CUDA stream each;
+#   3. trials sharing the GPU under MPS: 4 and 8 processes of K = 3 against 1 (benchmarks.sharing;
+#      without MPS, 4 processes ran 1.01x one on an H200, so that is not measured again), and
+#      models of different architectures in one process, back to back against one CUDA stream each;
 #   4. the projected device-hours of the paper profile.
 # Everything lands in two files under $OUT: results.jsonl (every measurement, one JSON object
 # per line) and log.txt (the GPU, the tests, stderr). The machine's image has torch, pytest,
@@ -48,20 +48,18 @@ bench() {  # limit, then throughput arguments; every run first measures its own 
   run "$limit" benchmarks.throughput --device "$DEVICE" --steps "${STEPS:-30}" --warmup "${WARMUP:-5}" "$@"
 }
 
-bench 25 --model "IC-STN-4(a)" --modes graph --k 1 3
 bench 60 --model "IC-STN-4(a)" --modes batched+graph --k 1 3 12 32 128 --profile
 bench 40 --model "IC-STN-4(a)" --modes batched+graph --k 3 12 128 --conv gemm  # against cuDNN's grouped kernels
 bench 40 --experiment gtsrb --model IC-STN-4 --modes batched+graph --k 3 32 --conv gemm
 bench 30 --model "STN(a)" --modes batched+graph --k 1 3 32 128
 bench 60 --experiment gtsrb --model IC-STN-4 --modes batched+graph --k 1 3 12 32 128 --profile
 bench 30 --model "IC-STN-4(a)" --modes batched+graph --k 3 --mix "IC-STN-4(a)" "STN(a)" "CNN(a)" "c-STN-4(a)"
-run 60 benchmarks.sharing --device "$DEVICE" --model "IC-STN-4(a)" --k 3 --processes 1 4 --seconds "${SHARE_SECONDS:-6}"
 # MPS: one server multiplexes the processes' kernels on the GPU; it changes no setting of the card
 if [ "$DEVICE" != cpu ] && command -v nvidia-cuda-mps-control >/dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if timeout 10 nvidia-cuda-mps-control -d >>"$LOG" 2>&1; then
-    run 60 benchmarks.sharing --device "$DEVICE" --model "IC-STN-4(a)" --k 3 --processes 1 4 --seconds "${SHARE_SECONDS:-6}" --label mps
+    run 75 benchmarks.sharing --device "$DEVICE" --model "IC-STN-4(a)" --k 3 --processes 1 4 8 --seconds "${SHARE_SECONDS:-6}" --label mps
     echo quit | timeout 10 nvidia-cuda-mps-control >>"$LOG" 2>&1
     cat "$CUDA_MPS_LOG_DIRECTORY"/*.log >>"$LOG" 2>/dev/null
   else
