@@ -41,8 +41,15 @@ class Progress:
         self.running.pop(trial.key, None)
         self.done += 1
         unit = " px" if experiments.is_alignment(trial.experiment) else "%"
-        mean = f" (mean of {len(record.members)})" if len(record.members) > 1 else ""
-        error = f"{record.split} error {record.objective:.3g}{unit}{mean}"
+        by_sigma: dict[float, list[float]] = {}
+        for m in record.members:
+            by_sigma.setdefault(m.sigma_px, []).append(m.metrics["test_error"])
+        n = len(record.members) // len(by_sigma)
+        if len(by_sigma) == 1:  # one noise level: the mean over seeds
+            error = f"{record.split} error {record.objective:.3g}{unit}" + (f" (mean of {n})" if n > 1 else "")
+        else:  # several: one mean per level, never averaged across them
+            each = ", ".join(f"{sum(v) / len(v):.3g}{unit} at σ={s:g}" for s, v in by_sigma.items())
+            error = f"{record.split} error {each}" + (f" (means of {n})" if n > 1 else "")
         self._print(f"{self._count()} finished {trial.label} in {record.seconds:.0f} s: {error}")
 
     def failed(self, trial: Trial, why: str) -> None:

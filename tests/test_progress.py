@@ -40,6 +40,14 @@ def test_lines_say_what_started_where_it_is_and_how_it_ended():
     assert lines[4] == "table2 [2/2] finished IC-STN-2 σ=5 seeds 0 in 41 s: validation error 1.5 px"
 
 
+def test_noise_levels_are_never_averaged_together():
+    out = io.StringIO()
+    trial = make_trial("planar", "IC-STN-2", seeds=(0, 1), sigmas=(2.5, 10.0))  # members: (0, 2.5), (1, 2.5), (0, 10), (1, 10)
+    Progress("table1", 1, stream=out).finished(record_of(trial, [1.0, 2.0, 7.0, 9.0]))
+    line = "table1 [1/1] finished IC-STN-2 σ=2.5,10 seeds 0,1 in 41 s: test error 1.5 px at σ=2.5, 8 px at σ=10 (means of 2)\n"
+    assert out.getvalue() == line
+
+
 def test_status_lines_come_at_most_every_interval():
     out = io.StringIO()
     progress = Progress("g", 1, every=3600.0, stream=out)
