@@ -127,18 +127,25 @@ def _trainable(config: dict) -> None:
 
 
 # --- in the driver ------------------------------------------------------------------------------
-class TrackingCallback(tune.Callback):
-    """Runs in the driver: the only MLflow writer, fed by every trial's results."""
+class DriverCallback(tune.Callback):
+    """Runs in the driver: the sweep's progress lines (``pipeline.progress``, in place of Tune's
+    tables) and, with a tracker, the only MLflow writer, fed by every trial's results."""
 
-    def __init__(self, tracker, ctx: Context):
-        self.tracker, self.ctx = tracker, ctx
+    def __init__(self, ctx: Context, progress: Progress, tracker=None):
+        self.ctx, self.progress, self.tracker = ctx, progress, tracker
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.tracker.start_trial(_trial_of(trial.config))
+        t = _trial_of(trial.config)
+        self.progress.started(t)
+        if self.tracker is not None:
+            self.tracker.start_trial(t)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        t = _trial_of(trial.config)
-        if "step" not in result or t.key not in self.tracker.runs:
+        if "step" not in result:
+            return
+        t, step = _trial_of(trial.config), int(result["step"])
+        self.progress.step(t.key, step)
+        if self.tracker is None or t.key not in self.tracker.runs:
             return
         per_member = [{} for _ in t.members]
         for name, value in result.items():
@@ -146,39 +153,22 @@ class TrackingCallback(tune.Callback):
                 k, metric = name[1:].split(".", 1)
                 per_member[int(k)][metric] = value
         if any(per_member):
-            self.tracker.log(t.key, int(result["step"]), per_member)
+            self.tracker.log(t.key, step, per_member)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         t = _trial_of(trial.config)
-        record = self.ctx.store(t).record(t.key)
-        if record is not None:
-            self.tracker.finish_trial(record, self.ctx.store(t))
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.tracker.fail_trial(_trial_of(trial.config).key)
-
-
-class ProgressCallback(tune.Callback):
-    """Runs in the driver: the sweep's progress lines (``pipeline.progress``), in place of Tune's tables."""
-
-    def __init__(self, progress: Progress, ctx: Context):
-        self.progress, self.ctx = progress, ctx
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.progress.started(_trial_of(trial.config))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "step" in result:
-            self.progress.step(_trial_of(trial.config).key, int(result["step"]))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        t = _trial_of(trial.config)
-        record = self.ctx.store(t).record(t.key)
+        store = self.ctx.store(t)
+        record = store.record(t.key)
         if record is not None:
             self.progress.finished(record)
+            if self.tracker is not None:
+                self.tracker.finish_trial(record, store)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.progress.failed(_trial_of(trial.config), f"see {trial.local_path or 'the Ray log'}")
+        t = _trial_of(trial.config)
+        self.progress.failed(t, f"see {trial.local_path or 'the Ray log'}")
+        if self.tracker is not None:
+            self.tracker.fail_trial(t.key)
 
 
 def _dirname(trial) -> str:
@@ -198,7 +188,7 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     try:
         check_resources(res)
         param_space = {"ctx": {**ctx.to_dict(), "threads": res["cpu"]}}
-        tune_config = tune.TuneConfig(trial_dirname_creator=_dirname)
+        search_config = {}
         if search is None:
             param_space["trial"] = tune.grid_search([t.to_dict() for t in trials])
         else:
@@ -206,18 +196,15 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
 
             space = {k: (tune.loguniform if r.get("log", True) else tune.uniform)(r["low"], r["high"]) for k, r in search["space"].items()}
             param_space |= {"trial": trials[0].to_dict(), "search": space}
-            tune_config = tune.TuneConfig(
-                search_alg=OptunaSearch(seed=0), metric="objective", mode="min", num_samples=search["num_samples"],
-                trial_dirname_creator=_dirname,
-            )  # fmt: skip
+            search_config = {"search_alg": OptunaSearch(seed=0), "metric": "objective", "mode": "min", "num_samples": search["num_samples"]}
+        tune_config = tune.TuneConfig(trial_dirname_creator=_dirname, **search_config)
         run_config = tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(ctx.store(trials[0]).tune_storage),
             failure_config=tune.FailureConfig(max_failures=settings["ray"]["max_failures"]),
             # Tune's JSON and CSV records, without its TensorBoard files (MLflow is the record)
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), ProgressCallback(Progress(name, total), ctx)]
-            + ([TrackingCallback(tracker, ctx)] if tracker is not None else []),
-            verbose=0,  # ProgressCallback prints what matters; Tune's tables would repeat each config
+            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), DriverCallback(ctx, Progress(name, total), tracker)],
+            verbose=0,  # DriverCallback prints what matters; Tune's tables would repeat each config
         )
         grid_result = tune.Tuner(tune.with_resources(_trainable, res), param_space=param_space, tune_config=tune_config,
                                  run_config=run_config).fit()  # fmt: skip
