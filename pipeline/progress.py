@@ -41,15 +41,13 @@ class Progress:
         self.running.pop(trial.key, None)
         self.done += 1
         unit = " px" if experiments.is_alignment(trial.experiment) else "%"
-        by_sigma: dict[float, list[float]] = {}
+        by_sigma: dict[float, list[float]] = {}  # one mean per noise level, never one across them
         for m in record.members:
             by_sigma.setdefault(m.sigma_px, []).append(m.metrics["test_error"])
+        at = len(by_sigma) > 1
+        means = ", ".join(f"{sum(v) / len(v):.3g}{unit}" + (f" at σ={s:g}" if at else "") for s, v in by_sigma.items())
         n = len(record.members) // len(by_sigma)
-        if len(by_sigma) == 1:  # one noise level: the mean over seeds
-            error = f"{record.split} error {record.objective:.3g}{unit}" + (f" (mean of {n})" if n > 1 else "")
-        else:  # several: one mean per level, never averaged across them
-            each = ", ".join(f"{sum(v) / len(v):.3g}{unit} at σ={s:g}" for s, v in by_sigma.items())
-            error = f"{record.split} error {each}" + (f" (means of {n})" if n > 1 else "")
+        error = f"{record.split} error {means}" + (f" (mean{'s' if at else ''} of {n})" if n > 1 else "")
         self._print(f"{self._count()} finished {trial.label} in {record.seconds:.0f} s: {error}")
 
     def failed(self, trial: Trial, why: str) -> None:
