@@ -26,12 +26,11 @@ SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may
 CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
 
 
-def summarize(df: pd.DataFrame, metric: str = "test_error") -> pd.DataFrame:
-    """Per model and setting, ``metric`` over seeds at the trained unroll count (``agreement.cell``)."""
+def summarize(df: pd.DataFrame, metric: str = "test_error", upper: float = math.inf) -> pd.DataFrame:
+    """Per model and setting, ``metric`` over seeds at the trained unroll count (``agreement.cell``;
+    ``upper``: the largest value the metric can take, 100 for a percentage)."""
     rows = df[(df.metric == metric) & (df.n_warps_test == df.n_warps_train)]
     keys = ["model", *[k for k in SETTINGS if k in rows], "capacity"]
-    percent = metric == "test_error" and len(df) and not experiments.is_alignment(df.experiment.iloc[0])
-    upper = 100.0 if percent else math.inf
     groups = rows.groupby(keys, sort=False, dropna=False)
     cells = [{**dict(zip(keys, group)), **agreement.cell(g.value, upper)} for group, g in groups]
     return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "se", "ci_low", "ci_high"])
@@ -47,13 +46,14 @@ def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
 def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None, ref: pd.DataFrame | None = None) -> pd.DataFrame:
     """The report table of one grid (numbers, not yet formatted), with the agreement columns and,
     where the grid has a reference run (``pipeline.reference``), its mean, std and seeds."""
-    table = summarize(df)
+    alignment = experiments.is_alignment(grid["experiment"])
+    upper = math.inf if alignment else 100.0  # classification errors are percentages
+    table = summarize(df, upper=upper)
     if ref is not None:
         on = ["model", "sigma_px", *[k for k in ("noise_warp", "init") if k in ref and ref[k].nunique() > 1]]
-        theirs = summarize(ref)[[*on, "ours_mean", "ours_std", "n_seeds"]]
+        theirs = summarize(ref, upper=upper)[[*on, "ours_mean", "ours_std", "n_seeds"]]
         table = table.merge(theirs.rename(columns={"ours_mean": "ref_mean", "ours_std": "ref_std", "n_seeds": "ref_n"}), on=on, how="left")
     order = {m: i for i, m in enumerate(grid["models"])}
-    alignment = experiments.is_alignment(grid["experiment"])
     if grid.get("paper_table") and paper_csv:
         paper = paper_rows(paper_csv, grid["paper_table"])
         # the paper's noise levels where it has several (Table 1); else its one, whatever ours is in pixels
