@@ -26,7 +26,7 @@ setup: $(VENV)/.installed
 reproduce: setup
 	snakemake --cores $(CORES) --configfile $(CONFIGFILE) --config ablations=$(ABLATIONS) --rerun-incomplete
 	@echo "report: $(CURDIR)/reports/index.html"
-	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml) $(if $(filter true,$(ABLATIONS)),$(wildcard config/ablations/*.yaml))))
+	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml config/grids/*.yml) $(if $(filter true,$(ABLATIONS)),$(wildcard config/ablations/*.yaml config/ablations/*.yml))))
 
 lint: setup
 	ruff check .

@@ -169,10 +169,11 @@ def expand(grid: dict, pack: int = 4) -> list[Trial]:
 
 def discover(*folders: str | Path) -> dict[str, Path]:
     """name -> file of every grid of the folders (``config/grids``, and ``config/ablations`` when
-    switched on); GridError for two grids of one name, which would share a sweep and a table."""
+    switched on), ``.yaml`` or ``.yml``; GridError for two grids of one name, which would share a
+    sweep and a table."""
     found: dict[str, Path] = {}
     for folder in folders:
-        for path in sorted(Path(folder).glob("*.yaml")):
+        for path in sorted(p for p in Path(folder).iterdir() if p.suffix in (".yaml", ".yml")):
             if path.stem in found:
                 raise GridError(f"{path}: a grid named {path.stem!r} is also {found[path.stem]}; grid names must differ")
             found[path.stem] = path

@@ -131,6 +131,14 @@ class TestFigures:
         with pytest.raises(grids.GridError, match=r"b.yaml: key 'figures': fig8 is already drawn by grid 'a'"):
             figure_owners({"a": a, "b": b}, {n: tmp_path / f"{n}.yaml" for n in "ab"})
 
+    def test_a_yml_grid_is_found_and_one_name_twice_is_refused(self, tmp_path):
+        for name in ("a.yaml", "b.yml", "notes.md", "a.yaml~"):
+            (tmp_path / name).write_text("experiment: planar\n")
+        assert grids.discover(tmp_path) == {"a": tmp_path / "a.yaml", "b": tmp_path / "b.yml"}
+        (tmp_path / "a.yml").write_text("experiment: planar\n")
+        with pytest.raises(grids.GridError, match=r"a.yml: a grid named 'a' is also .*a.yaml; grid names must differ"):
+            grids.discover(tmp_path)
+
     def test_the_papers_grids_draw_every_figure_once(self):
         files = grids.discover(REPO / "config" / "grids", REPO / "config" / "ablations")
         assert sorted(figure_owners({n: grids.load_grid(p) for n, p in files.items()}, files)) == sorted(FIGURES)
