@@ -140,7 +140,7 @@ def validate(doc: dict, schema: dict, source: str, error: type[SchemaError] = Sc
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
-        raise error(describe(errors[0], source))
+        raise error(describe(errors[0], source, schema))
     found = _non_finite(doc)
     if found:
         key = ".".join(map(str, found[0]))
@@ -148,8 +148,34 @@ def validate(doc: dict, schema: dict, source: str, error: type[SchemaError] = Sc
     return doc
 
 
-def describe(error: jsonschema.ValidationError, source: str) -> str:
-    """One line: file, key path, bad value, what is allowed."""
+_NOUNS = {"number": ("a number", "numbers"), "integer": ("an integer", "integers"), "string": ("a string", "strings"),
+          "boolean": ("true or false", "booleans"), "null": ("null", "nulls"), "object": ("a mapping", "mappings")}  # fmt: skip
+
+
+def phrase(schema: dict, root: dict, plural: bool = False) -> str:
+    """What a (sub)schema allows, in words: 'a number > 0, a list of them (each once), or null'."""
+    schema = _resolve(schema, root)
+    if "oneOf" in schema:
+        alts = [_resolve(alt, root) for alt in schema["oneOf"]]
+        parts = [
+            ("a list of them" if _resolve(alt.get("items", {}), root) in alts else f"a list of {phrase(alt.get('items', {}), root, True)}")
+            + (" (each once)" if alt.get("uniqueItems") else "")
+            if alt.get("type") == "array" else phrase(alt, root)
+            for alt in alts
+        ]  # fmt: skip
+        return ", ".join(parts[:-1]) + f", or {parts[-1]}" if len(parts) > 1 else parts[0]
+    if "enum" in schema:
+        return f"{'values of' if plural else 'one of'} {schema['enum']}"
+    if "const" in schema:
+        return repr(schema["const"])
+    types = schema.get("type", [])
+    words = " or ".join(_NOUNS.get(t, (t, t))[plural] for t in ([types] if isinstance(types, str) else types)) or "anything"
+    bounds = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="))
+    return words + "".join(f" {op} {schema[key]}" for key, op in bounds if key in schema)
+
+
+def describe(error: jsonschema.ValidationError, source: str, root: dict | None = None) -> str:
+    """One line: file, key path, bad value, what is allowed (``root``: the whole schema, for its $refs)."""
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties":
@@ -159,9 +185,8 @@ def describe(error: jsonschema.ValidationError, source: str) -> str:
     if error.validator == "required":
         return f"{source}: {key}: {error.message}"
     allowed = ""
-    enums = [e.schema["enum"] for e in error.context or [] if isinstance(e.schema, dict) and "enum" in e.schema]
-    if error.validator == "oneOf" and enums:
-        allowed = f"; allowed: {enums[0]} or a list of them"
+    if error.validator == "oneOf":
+        allowed = f"; allowed: {phrase(schema, root or schema)}"
     elif "enum" in schema:
         allowed = f"; allowed: {schema['enum']}"
     elif error.validator in ("minimum", "exclusiveMinimum"):
@@ -170,6 +195,8 @@ def describe(error: jsonschema.ValidationError, source: str) -> str:
         allowed = f"; allowed: <= {error.validator_value}" + (f" ({schema['description']})" if schema.get("description") else "")
     elif error.validator == "minItems":
         allowed = f"; allowed: a list of at least {error.validator_value}"
+    elif error.validator == "uniqueItems":
+        allowed = "; allowed: each value once"
     elif error.validator == "type":
         allowed = f"; allowed: {error.validator_value}"
     elif error.validator == "pattern":

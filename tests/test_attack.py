@@ -88,6 +88,30 @@ def test_no_config_value_reaches_a_shell(tmp_path, mirror, data_root):
     assert len(runs_of(f"sqlite:///{store}", "align")) == 2  # the sweep and its one model
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("device=gpu", "key 'device': bad value 'gpu'; allowed: auto (cuda where torch sees a GPU, else cpu), cpu, cuda or cuda:N"),
+        ("devcie=cuda", "unknown key 'devcie'; allowed keys: ['ablation_grids', 'ablations', 'budget',"),
+        ("pack=0", "key 'pack': bad value 0; allowed: an integer >= 1, or 'auto'"),
+    ],
+)
+def test_a_config_mistake_is_one_line_before_any_job(tmp_path, mirror, override, message):
+    work = mini_workflow(tmp_path, {})
+    out = snakemake(work, mirror, "-n", "--config", override)
+    assert out.returncode != 0
+    assert f"the workflow config (config/config.yaml, --configfile, --config): {message}" in out.stdout + out.stderr
+    assert not (work / "data").exists() and not (work / "results").exists()
+
+
+def test_a_yml_grid_is_a_sweep(tmp_path, mirror):
+    work = mini_workflow(tmp_path, {})
+    (work / "config" / "grids" / "align.yaml").rename(work / "config" / "grids" / "align2.yml")
+    out = snakemake(work, mirror, "-n", "reports/index.html")
+    assert out.returncode == 0, out.stderr
+    assert "results/align2.parquet" in out.stdout
+
+
 def test_changing_the_mirror_reruns_nothing(tmp_path, mirror, data_root):
     work = mini_workflow(tmp_path / "w", {"budget": {"iterations": 20}, "tracking": {"enabled": False}})
     assert snakemake(work, mirror, "results/align.parquet").returncode == 0

@@ -52,6 +52,15 @@ class TestBudgetOnlyLowers:
         ({"iterations": 10**13}, r"key 'iterations': bad value 10000000000000; allowed: <= 10000000"),
         ({"models": ["IC-STN-99999999(b)"]}, r"key 'models.0': unknown mnist model 'IC-STN-99999999\(b\)'.*1 <= N <= 32"),
         ({"test_warps": [100]}, r"key 'test_warps.0': bad value 100; allowed: <= 32"),
+        ({"seeds": [0, 0]}, r"key 'seeds': bad value \[0, 0\]; allowed: each value once"),
+        ({"sigma_px": [3.5, 3.5]}, r"key 'sigma_px': bad value \[3.5, 3.5\]; allowed: each value once"),
+        ({"seeds": [2**32]}, r"key 'seeds.0': bad value 4294967296; allowed: <= 4294967295 \(icstn.rng draws from 32-bit seeds\)"),
+        ({"lr_geometric": 0}, r"key 'lr_geometric': bad value 0; allowed: a number > 0, a list of them \(each once\), or null$"),
+        (
+            {"noise_warp": ["affine", "rigid"]},
+            r"key 'noise_warp': bad value \['affine', 'rigid'\]; allowed: one of \['translation', 'similarity', 'affine', 'homography'\], "
+            r"a list of them \(each once\), or null$",
+        ),
         ({"paper_table": 3}, r"key 'paper_table': bad value 3; the paper's table of mnist is 2"),
         (
             {"experiment": "planar", "models": ["IC-STN-2"], "noise_warp": "homography"},
