@@ -171,7 +171,7 @@ def phrase(schema: dict, root: dict, plural: bool = False) -> str:
     types = schema.get("type", [])
     words = " or ".join(_NOUNS.get(t, (t, t))[plural] for t in ([types] if isinstance(types, str) else types)) or "anything"
     bounds = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="))
-    return words + "".join(f" {op} {schema[key]}" for key, op in bounds if key in schema)
+    return " ".join([words, " and ".join(f"{op} {schema[key]}" for key, op in bounds if key in schema)]).strip()
 
 
 def describe(error: jsonschema.ValidationError, source: str, root: dict | None = None) -> str:
@@ -198,7 +198,7 @@ def describe(error: jsonschema.ValidationError, source: str, root: dict | None =
     elif error.validator == "uniqueItems":
         allowed = "; allowed: each value once"
     elif error.validator == "type":
-        allowed = f"; allowed: {error.validator_value}"
+        allowed = f"; allowed: {phrase(schema, root or schema)}"
     elif error.validator == "pattern":
         allowed = f"; allowed: {schema.get('description') or error.validator_value}"
     return f"{source}: key {key!r}: bad value {error.instance!r}{allowed}"

@@ -52,6 +52,7 @@ class TestBudgetOnlyLowers:
         ({"iterations": 10**13}, r"key 'iterations': bad value 10000000000000; allowed: <= 10000000"),
         ({"models": ["IC-STN-99999999(b)"]}, r"key 'models.0': unknown mnist model 'IC-STN-99999999\(b\)'.*1 <= N <= 32"),
         ({"test_warps": [100]}, r"key 'test_warps.0': bad value 100; allowed: <= 32"),
+        ({"seeds": [1.5]}, r"key 'seeds.0': bad value 1.5; allowed: an integer >= 0 and <= 4294967295$"),
         ({"seeds": [0, 0]}, r"key 'seeds': bad value \[0, 0\]; allowed: each value once"),
         ({"sigma_px": [3.5, 3.5]}, r"key 'sigma_px': bad value \[3.5, 3.5\]; allowed: each value once"),
         ({"seeds": [2**32]}, r"key 'seeds.0': bad value 4294967296; allowed: <= 4294967295 \(icstn.rng draws from 32-bit seeds\)"),
