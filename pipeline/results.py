@@ -86,4 +86,13 @@ def write(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+    """A grid's results table; FileNotFoundError or ValueError, naming the file and what to do."""
+    path = Path(path)
+    rebuild = f"snakemake {path} --cores N --configfile <the run's profile>"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such results table; its sweep writes it ({rebuild})")
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{path}: not a readable results table ({exc}); delete it and rebuild it from the trials' records, "
+                         f"retraining nothing: {rebuild}") from None  # fmt: skip

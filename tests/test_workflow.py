@@ -153,6 +153,24 @@ def test_a_reference_run_becomes_a_column_of_its_table(workflow_run, mirror):
     assert "reference" not in (work / "reports" / "tables" / "table3.md").read_text()  # only where a grid has one
 
 
+def test_a_damaged_results_table_is_named_and_rebuilt_as_its_message_says(workflow_run, mirror, capsys, monkeypatch):
+    from pipeline.report import tables
+
+    work, _ = workflow_run
+    monkeypatch.chdir(work)
+    path = Path("results/noise_family.parquet")
+    rows = pd.read_parquet(path)
+    path.write_bytes(path.read_bytes()[:500])  # a disk that lost the file's end
+    assert tables.main(["--results", str(path), "--grid", "config/grids/noise_family.yaml", "--out", "scratch"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {path}: not a readable results table (") and "retraining nothing: snakemake " in error
+    path.unlink()
+    command = error.split("retraining nothing: ")[1].split()[:2]  # snakemake results/noise_family.parquet
+    out = subprocess.run([*SNAKEMAKE[:3], *command[1:], *SNAKEMAKE[3:]], env=workflow_env(work, mirror), capture_output=True, text=True)
+    assert out.returncode == 0 and "noise_family: 2 trials, 2 already done, 0 to run" in out.stdout + out.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(path), rows)
+
+
 def test_a_reference_run_trains_more_seeds_for_the_fitted_iterations(tmp_path):
     from pipeline import reference
 

@@ -273,8 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", action="store_true", help="the grid's summary figure (reports/figures/<grid>.png)")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (their dots in the summary figure)")
     args = parser.parse_args(argv)
-    for path in render(args.results, args.data, args.out, args.figures, args.summary, args.reference):
-        print(path, file=sys.stderr)
+    try:
+        for path in render(args.results, args.data, args.out, args.figures, args.summary, args.reference):
+            print(path, file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

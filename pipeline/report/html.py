@@ -169,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     a = parser.parse_args(argv)
     paths = [Path(p) for p in a.results], [Path(g) for g in a.grids], Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper)
-    path = render(*paths, Path(a.out), Path(a.reference))
-    print(path, file=sys.stderr)
+    try:
+        print(render(*paths, Path(a.out), Path(a.reference)), file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

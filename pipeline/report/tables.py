@@ -166,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/tables")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     args = parser.parse_args(argv)
-    for path in render(args.results, args.grid, args.out, args.paper, args.reference):
-        print(path, file=sys.stderr)
+    try:
+        for path in render(args.results, args.grid, args.out, args.paper, args.reference):
+            print(path, file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
