@@ -72,7 +72,12 @@ class GridStore:
 
     def record(self, key: str) -> TrialRecord | None:
         path = self.folder(key) / "record.json"
-        return TrialRecord.from_dict(json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return TrialRecord.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:  # written atomically, so only a hand or a disk damages one
+            raise ValueError(f"{path} is damaged ({type(exc).__name__}: {exc}); delete it to train that trial again") from None
 
     def done(self, key: str) -> bool:
         return (self.folder(key) / "record.json").is_file()

@@ -63,8 +63,12 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
         trials = search.apply(trials, best)
         summary["best"] = best[grid["models"][0]] if not grid["search"]["per_model"] else best
     todo = [t for t in trials if not store.done(t.key)]
-    for t in todo:  # a damaged checkpoint would fail every retry: say so before any compute
-        check_checkpoint(store.checkpoint(t.key))
+    # A damaged checkpoint would fail every retry, a damaged record the table: say so before any compute
+    for t in trials:
+        if t in todo:
+            check_checkpoint(store.checkpoint(t.key))
+        else:
+            store.record(t.key)
     print(f"{grid['name']}: {len(trials)} trials, {len(trials) - len(todo)} already done, {len(todo)} to run", file=sys.stderr, flush=True)
     if todo:
         backend.run(todo, ctx, config, tracker)

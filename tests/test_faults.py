@@ -114,6 +114,19 @@ def test_corrupt_checkpoint_on_resume(tmp_path, data_root):
     assert bad.read_bytes().startswith(b"PK")  # the user's file is left for them to inspect
 
 
+def test_a_damaged_record_is_named_before_any_compute(tmp_path, data_root):
+    from pipeline import grids
+
+    grid = write_grid(tmp_path, models=["CNN(b)", "STN(b)"])
+    first, second = (t.key for t in grids.expand(grids.load_grid(grid)))
+    bad = tmp_path / "r" / "faulty" / "trials" / first / "record.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"trial": {"grid": "faulty", ')  # a record cut short by a disk, not by us: ours are written atomically
+    with pytest.raises(ValueError, match=f"{bad} is damaged \\(JSONDecodeError: .*\\); delete it to train that trial again"):
+        sweep.sweep(grid, tmp_path / "r", data_root / "processed", {}, "inline", track=False)
+    assert not (tmp_path / "r" / "faulty" / "trials" / second).exists()  # the other trial did not start
+
+
 def _trial_workers():
     found = []
     for proc in psutil.process_iter(["cmdline", "name"]):
