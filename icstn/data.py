@@ -97,18 +97,32 @@ def read_manifest(root: str | Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def load(root: str | Path, name: str) -> Dataset:
-    """Load prepared dataset ``name`` ('mnist', 'gtsrb' or 'planar') from ``root``."""
+def check(root: str | Path, name: str) -> dict:
+    """The manifest of prepared dataset ``name``, once every array is there and whole (it reads their
+    headers only); FileNotFoundError or ValueError naming the file and what to do otherwise."""
     import numpy as np  # here only: the rest of icstn needs nothing but torch
 
     manifest = read_manifest(root, name)
-    folder = Path(root) / name
+    again = f"delete {Path(root) / name} and run the workflow again (or python -m pipeline.prepare {name} --force)"
+    for split in SPLITS:
+        path = Path(root) / name / f"{split}.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"prepared dataset {name!r} is incomplete: {path} is missing; {again}")
+        try:
+            np.load(path, mmap_mode="r")  # a cut file fails here: its header says more than it holds
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"prepared dataset {name!r} is damaged: {path} ({exc}); {again}") from None
+    return manifest
+
+
+def load(root: str | Path, name: str) -> Dataset:
+    """Load prepared dataset ``name`` ('mnist', 'gtsrb' or 'planar') from ``root``."""
+    import numpy as np
+
+    manifest = check(root, name)
     arrays = {}
     for split in SPLITS:
-        path = folder / f"{split}.npy"
-        if not path.is_file():
-            raise FileNotFoundError(f"prepared dataset {name!r} is incomplete: {path} is missing; prepare it again")
-        arr = np.load(path)
+        arr = np.load(Path(root) / name / f"{split}.npy")
         arrays[split] = torch.from_numpy(arr.astype(np.int64) if "labels" in split else arr)
     ref = None
     if "box" in manifest:  # the sample is a box of the source image

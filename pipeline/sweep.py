@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from icstn.data import read_manifest
+from icstn import data
 from pipeline import executors, grids, results, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
@@ -40,7 +40,7 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, config:
     settings.check_device(config, executor)
     backend = executors.get(executor)
     grid = grids.load_grid(grid_path, config["budget"])
-    read_manifest(data_root, grid["experiment"])  # fail before any compute if the data is not prepared
+    data.check(data_root, grid["experiment"])  # fail before any compute if the data is not prepared, or damaged
     ctx = Context(str(Path(data_root).resolve()), str(Path(out).resolve()), config["device"], config["cuda_graph"])
     trials = grids.expand(grid, settings.models_per_trial(config["pack"], config["device"]))
     tracker = None

@@ -100,6 +100,21 @@ def test_missing_prepared_data(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_damaged_prepared_data_is_named_before_any_compute(tmp_path, data_root):
+    source, copy = data_root / "processed" / "mnist", tmp_path / "processed" / "mnist"
+    copy.mkdir(parents=True)
+    for path in source.iterdir():
+        (copy / path.name).symlink_to(path)
+    (copy / "test_labels.npy").unlink()
+    (copy / "test_labels.npy").write_bytes((source / "test_labels.npy").read_bytes()[:300])  # cut short
+    with pytest.raises(ValueError, match=f"prepared dataset 'mnist' is damaged: {copy / 'test_labels.npy'} .*; delete {copy} and run"):
+        sweep.sweep(write_grid(tmp_path), tmp_path / "r", tmp_path / "processed", {}, "inline", track=False)
+    (copy / "test_labels.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=f"prepared dataset 'mnist' is incomplete: {copy / 'test_labels.npy'} is missing"):
+        sweep.sweep(write_grid(tmp_path), tmp_path / "r", tmp_path / "processed", {}, "inline", track=False)
+    assert not (tmp_path / "r").exists()
+
+
 def test_corrupt_checkpoint_on_resume(tmp_path, data_root):
     from pipeline import grids
 
