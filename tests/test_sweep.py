@@ -66,6 +66,7 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
     assert "two_by_two [0/2] started IC-STN-2(b) σ=3.5 seeds 0,1" in err or "two_by_two [1/2] started IC-STN-2(b)" in err
     assert re.search(r"two_by_two \[2/2\] finished \S+ σ=3.5 seeds 0,1 in \d+ s: test error [0-9.]+% \(mean of 2\)", err)
     assert "started with configuration" not in err and "Trial status" not in err
+    assert "Configuration for experiment" not in err and "View detailed results" not in err
     runs = child_runs(store, "two_by_two")
     assert sorted(r.info.run_name for r in runs) == sorted(f"{m} seed={s} sigma=3.5" for m in ["IC-STN-2(b)", "CNN(b)"] for s in (0, 1))
     for run in runs:

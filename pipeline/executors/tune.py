@@ -182,6 +182,9 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the loggers are named below
+    # Tune's newer console output prints its experiment box and folder even at verbose=0: keep the one
+    # whose verbose=0 is silent, so that DriverCallback's lines are the sweep's whole story
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     total = len(trials) if search is None else search["num_samples"]
