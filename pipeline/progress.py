@@ -4,7 +4,10 @@ One line when a trial starts and one when it ends, with its error, and every ``e
 one line of where the running trials are::
 
     table2 [0/12] started IC-STN-4(a) σ=3.5 seeds 0-2
-    table2 0:30 [4/12] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 200/300, STN(a) σ=3.5 seeds 0-2 at 100/300
+    table2 0:30 [4/12] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 200/300 (8 s left), STN(a) σ=3.5 seeds 0-2 at 100/300 (20 s left)
+
+A trial's time left is its remaining steps at the rate of its steps since its first report (so a
+resumed trial counts from where it resumed), evaluations included.
     table2 [5/12] finished IC-STN-4(a) σ=3.5 seeds 0-2 in 41 s: test error 12.3% (mean of 3)
 """
 
@@ -22,18 +25,18 @@ class Progress:
         self.name, self.total, self.every = name, total, every
         self.stream = stream  # None: sys.stderr when printing (Tune pickles its callbacks; a stream does not pickle)
         self.done = 0
-        self.running: dict[str, tuple[Trial, int]] = {}  # key -> (trial, its last step)
+        self.running: dict[str, _Running] = {}
         self.start_time = self.last_line = time.monotonic()
 
     def started(self, trial: Trial) -> None:
-        self.running[trial.key] = (trial, 0)
+        self.running[trial.key] = _Running(trial)
         self._print(f"{self._count()} started {trial.label}")
 
     def step(self, key: str, step: int) -> None:
         if key in self.running:
-            self.running[key] = (self.running[key][0], step)
+            self.running[key].at(step, time.monotonic())
         if time.monotonic() - self.last_line >= self.every:
-            where = ", ".join(f"{t.label} at {s}/{t.train['iterations']}" for t, s in self.running.values())
+            where = ", ".join(map(str, self.running.values()))
             self._print(f"{self._clock()} {self._count()} running: {where or 'none'}")
 
     def finished(self, record: TrialRecord) -> None:
@@ -64,3 +67,30 @@ class Progress:
     def _print(self, line: str) -> None:
         self.last_line = time.monotonic()
         print(f"{self.name} {line}", file=self.stream or sys.stderr, flush=True)
+
+
+class _Running:
+    """A running trial: its last step, and its first reported step and when, for the time left."""
+
+    def __init__(self, trial: Trial):
+        self.trial, self.step, self.first = trial, 0, None
+
+    def at(self, step: int, now: float) -> None:
+        self.step, self.now = step, now
+        if self.first is None:
+            self.first = (step, now)
+
+    def __str__(self) -> str:
+        total = self.trial.train["iterations"]
+        text = f"{self.trial.label} at {self.step}/{total}"
+        if self.first is None or self.step <= self.first[0]:
+            return text
+        rate = (self.step - self.first[0]) / max(self.now - self.first[1], 1e-9)  # steps per second
+        return f"{text} ({duration((total - self.step) / rate)} left)"
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '7 min', '3.2 h': a time left, as precise as it is worth."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -56,3 +56,25 @@ def test_status_lines_come_at_most_every_interval():
     for step in range(1, 50):
         progress.step(trial.key, step)
     assert out.getvalue().count("\n") == 1  # only the start line within the hour
+
+
+def test_time_left_is_the_rate_since_the_first_report(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("pipeline.progress.time.monotonic", lambda: now[0])
+    out = io.StringIO()
+    progress = Progress("g", 1, every=0.0, stream=out)
+    trial = make_trial(iterations=10_000)
+    progress.started(trial)
+    now[0] = 100.0
+    progress.step(trial.key, 4_000)  # resumed here: no rate yet
+    now[0] = 160.0
+    progress.step(trial.key, 4_600)  # 600 steps in 60 s: 10 a second, 5,400 to go
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "g 1:40 [0/1] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 4000/10000"
+    assert lines[2] == "g 2:40 [0/1] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 4600/10000 (9 min left)"
+
+
+def test_durations_read_as_a_person_would_say_them():
+    from pipeline.progress import duration
+
+    assert [duration(s) for s in (42, 89.4, 420, 5399, 11_520)] == ["42 s", "89 s", "7 min", "90 min", "3.2 h"]
