@@ -46,6 +46,10 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def sqlite_path(uri: str) -> str:
+    return uri[len("sqlite:///") :].split("?")[0]
+
+
 def check_sqlite(uri: str) -> None:
     """Open an sqlite store directly: MLflow would retry an unopenable file for minutes, then print pages."""
     if not uri.startswith("sqlite:///"):
@@ -53,7 +57,7 @@ def check_sqlite(uri: str) -> None:
     import sqlite3
     from contextlib import closing
 
-    path = uri[len("sqlite:///") :].split("?")[0]
+    path = sqlite_path(uri)
     try:
         with closing(sqlite3.connect(path, timeout=30)) as db:
             db.execute("SELECT name FROM sqlite_master").fetchall()
@@ -86,11 +90,18 @@ def experiment(client, name: str) -> str:
     """The id of experiment ``name``, created if new, set to open on its runs table in the MLflow UI."""
     try:
         exp = client.get_experiment_by_name(name)
-        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location(client, name))
         client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     except Exception as exc:
         raise TrackingError(f"cannot use the MLflow store {client.tracking_uri}: {_first_line(exc)}") from None
     return experiment_id
+
+
+def artifact_location(client, name: str) -> str | None:
+    """Beside an sqlite store, ``<its folder>/mlruns/<experiment>``: MLflow's default, ``./mlruns/<id>``,
+    follows the working directory, so two stores used from one folder would share (and mix) it."""
+    uri = client.tracking_uri
+    return (Path(sqlite_path(uri)).resolve().parent / "mlruns" / name).as_uri() if uri.startswith("sqlite:///") else None
 
 
 def runs_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:

@@ -77,6 +77,9 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
         assert [m.step for m in history] == list(range(1, 21))  # the whole curve, once
         assert len(store.get_metric_history(run.info.run_id, "test_error")) == 2  # evaluations at 10 and 20
         assert {a.path for a in store.list_artifacts(run.info.run_id)} == {"model.pt", "alignment.png", "arrays.npz"}
+    artifacts = tmp_path / "mlruns" / "two_by_two"  # beside the store, wherever the sweep ran from
+    assert store.get_experiment_by_name("two_by_two").artifact_location == artifacts.as_uri()
+    assert len(list(artifacts.glob("*/artifacts/model.pt"))) == 4
     df = pd.read_parquet(path)
     # per model x seed: test_error and test_loss, plus test_error at 3 warps for the IC-STN
     assert len(df) == 2 * 2 * 2 + 2
