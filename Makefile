@@ -9,11 +9,12 @@ PROFILE ?= quick
 ABLATIONS ?= false
 CORES ?= $(shell nproc)
 CONFIGFILE := $(if $(filter paper,$(PROFILE)),config/config.yaml,config/$(PROFILE).yaml)
+PROFILES := paper $(filter-out config,$(basename $(notdir $(wildcard config/*.yaml))))
 # The offline dataset mirror beside this checkout, when there is one; otherwise the official sources.
 export ICSTN_DATA_MIRROR ?= $(wildcard $(abspath ../shared/datasets))
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup reproduce test lint clean device-wheels
+.PHONY: setup reproduce test lint clean device-wheels profile
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +24,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-reproduce: setup
+# before setup, which takes minutes on a fresh machine
+profile:
+	@$(if $(filter $(PROFILE),$(PROFILES)),true,echo "unknown PROFILE=$(PROFILE); allowed: $(PROFILES) (config/<profile>.yaml)" >&2; exit 2)
+
+reproduce: profile setup
 	snakemake --cores $(CORES) --configfile $(CONFIGFILE) --config ablations=$(ABLATIONS) --rerun-incomplete
 	@echo "report: $(CURDIR)/reports/index.html"
 	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml config/grids/*.yml) $(if $(filter true,$(ABLATIONS)),$(wildcard config/ablations/*.yaml config/ablations/*.yml))))
