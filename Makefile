@@ -9,7 +9,7 @@ PROFILE ?= quick
 ABLATIONS ?= false
 CORES ?= $(shell nproc)
 CONFIGFILE := $(if $(filter paper,$(PROFILE)),config/config.yaml,config/$(PROFILE).yaml)
-PROFILES := paper $(filter-out config,$(basename $(notdir $(wildcard config/*.yaml))))
+PROFILES := $(sort paper $(filter-out config,$(basename $(notdir $(wildcard config/*.yaml)))))
 # The offline dataset mirror beside this checkout, when there is one; otherwise the official sources.
 export ICSTN_DATA_MIRROR ?= $(wildcard $(abspath ../shared/datasets))
 export PATH := $(BIN):$(PATH)
