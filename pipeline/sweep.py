@@ -69,7 +69,9 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
             check_checkpoint(store.checkpoint(t.key))
         else:
             store.record(t.key)
-    print(f"{grid['name']}: {len(trials)} trials, {len(trials) - len(todo)} already done, {len(todo)} to run", file=sys.stderr, flush=True)
+    models = sum(len(t.members) for t in todo)
+    print(f"{grid['name']}: {len(trials)} trial{'s' * (len(trials) != 1)}, {len(trials) - len(todo)} already done, {len(todo)} to run "
+          f"({models} models of {grid['iterations']:,} iterations on {ctx.device})", file=sys.stderr, flush=True)  # fmt: skip
     if todo:
         backend.run(todo, ctx, config, tracker)
     unfinished = [t.key for t in trials if not store.done(t.key)]

@@ -99,7 +99,9 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
 def test_inline_executor_matches_ray(tmp_path, data_root, store, capfd):
     grid = write_grid(tmp_path, "inline_grid", models=["IC-STN-2(b)"])
     path = sweep.sweep(grid, tmp_path / "res", data_root / "processed", {}, executor="inline", track=False)
-    assert re.search(r"inline_grid \[1/1\] finished IC-STN-2\(b\) σ=3.5 seeds 0,1 in \d+ s: test error", capfd.readouterr().err)
+    err = capfd.readouterr().err
+    assert "inline_grid: 1 trial, 0 already done, 1 to run (2 models of 20 iterations on cpu)" in err
+    assert re.search(r"inline_grid \[1/1\] finished IC-STN-2\(b\) σ=3.5 seeds 0,1 in \d+ s: test error", err)
     df = pd.read_parquet(path)
     assert len(df) == 2 * 3 and store.get_experiment_by_name("inline_grid") is None  # --no-tracking
 
