@@ -48,9 +48,11 @@ class Progress:
         for m in record.members:
             by_sigma.setdefault(m.sigma_px, []).append(m.metrics["test_error"])
         at = len(by_sigma) > 1
-        means = ", ".join(f"{sum(v) / len(v):.3g}{unit}" + (f" at σ={s:g}" if at else "") for s, v in by_sigma.items())
+        even = len({len(v) for v in by_sigma.values()}) == 1  # else each level says its own count
+        means = ", ".join(f"{sum(v) / len(v):.3g}{unit}" + (f" at σ={s:g}" if at else "") + ("" if even else f" ({_of(len(v))})")
+                          for s, v in by_sigma.items())  # fmt: skip
         n = len(record.members) // len(by_sigma)
-        error = f"{record.split} error {means}" + (f" (mean{'s' if at else ''} of {n})" if n > 1 else "")
+        error = f"{record.split} error {means}" + (f" ({_of(n, plural=at)})" if even and n > 1 else "")
         self._print(f"{self._count()} finished {trial.label} in {record.seconds:.0f} s: {error}")
 
     def failed(self, trial: Trial, why: str) -> None:
@@ -67,6 +69,10 @@ class Progress:
     def _print(self, line: str) -> None:
         self.last_line = time.monotonic()
         print(f"{self.name} {line}", file=self.stream or sys.stderr, flush=True)
+
+
+def _of(n: int, plural: bool = False) -> str:
+    return f"mean{'s' if plural else ''} of {n}" if n > 1 else "one seed"
 
 
 class _Running:

@@ -48,6 +48,14 @@ def test_noise_levels_are_never_averaged_together():
     assert out.getvalue() == line
 
 
+def test_a_trial_holding_more_seeds_of_one_level_says_each_count():
+    out = io.StringIO()
+    trial = make_trial("planar", "c-STN-1", seeds=(0, 1, 2), sigmas=(2.5, 5.0))
+    trial = Trial(trial.grid, trial.experiment, trial.model, trial.members[:4], trial.train, 100, ())  # pack 4: 2.5 x 3, 5 x 1
+    Progress("table1", 1, stream=out).finished(record_of(trial, [1.0, 2.0, 3.0, 4.0]))
+    assert out.getvalue().endswith("test error 2 px at σ=2.5 (mean of 3), 4 px at σ=5 (one seed)\n")
+
+
 def test_status_lines_come_at_most_every_interval():
     out = io.StringIO()
     progress = Progress("g", 1, every=3600.0, stream=out)
