@@ -82,6 +82,9 @@ class Experiment:
     defaults: dict = field(hash=False)  # init, noise_warp, sigma_px, lr_geometric, lr_classifier: what a grid uses unless told
     budgets: dict[str, Budget] = field(hash=False)  # per named profile preset (config: budget.preset)
     caveat: str = ""  # what a reader must know about the data behind its numbers
+    # Classification: the test error (%) of always answering the official test set's commonest
+    # class; a model no better than that has learnt nothing, and its rank among such models is noise
+    chance_error: float | None = None
     variants: tuple[Variant, ...] = ()
 
     @property
@@ -140,6 +143,7 @@ MNIST = Experiment(
         "medium": Budget(iterations=3000, test_samples=5000, eval_every=1000),  # [ours] the paper's rates
     },
     caveat="The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
+    chance_error=88.65,  # [data] digit 1: 1,135 of the 10,000 test images
     variants=_with(
         "conv(9x9;3)-FC(10)",
         ("CNN(a)", "cnn", "conv(3x3;3)-conv(3x3;6)-P-conv(3x3;9)-conv(3x3;12)-FC(48)-FC(10)", None, 0),
@@ -179,6 +183,7 @@ GTSRB = Experiment(
     },
     caveat="The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
     "like the originals, so results are on reduced-resolution inputs.",
+    chance_error=94.062,  # [data] class 2: 750 of the 12,630 test images
     variants=_with(
         "conv(7x7;6)-conv(7x7;12)-P-FC(43)",
         ("CNN", "cnn", "conv(7x7;6)-conv(7x7;12)-P-conv(7x7;24)-FC(200)-FC(43)", None, 0),

@@ -74,6 +74,24 @@ def test_a_scorecard():
     assert card["median_abs_diff"] == pytest.approx(0.1)  # |diffs| 0.1, 0, 0.1, 5.1, 0
 
 
+def test_cells_at_chance_are_counted_and_left_out_of_tau():
+    # paper 1..5; ours: two cells learnt (in the paper's order), three at chance in the reverse order
+    t = frame([1.0, 2.0, 3.0, 4.0, 5.0], [[10.0, 11.0, 12.0], [20.0, 21.0, 22.0], [96.0] * 3, [95.0] * 3, [94.5] * 3])
+    assert agreement.scorecard(t)["tau"] == pytest.approx(0.4)  # 7 pairs in order, 3 reversed: the chance cells' noise
+    card = agreement.scorecard(t, chance=94.062)
+    assert card["at_chance"] == 3 and card["rows"] == 5 and card["cells"] == 2 and card["tau"] == pytest.approx(1.0)
+    assert agreement.scorecard(t)["at_chance"] is None  # an alignment table has no chance level
+
+
+def test_the_chance_levels_are_the_test_sets_commonest_class(data_root, gtsrb_root):
+    from icstn import data, experiments
+
+    for name, root in (("mnist", data_root), ("gtsrb", gtsrb_root)):
+        counts = data.read_manifest(root / "processed", name)["class_counts"]["test"]
+        assert experiments.get(name).chance_error == pytest.approx(100 * (1 - max(counts.values()) / sum(counts.values())), abs=1e-3)
+    assert experiments.get("planar").chance_error is None
+
+
 def test_a_table_shows_diverged_runs():
     t = frame([1.0], [[1.0, float("nan"), 1.2]]).assign(sigma_px=3.5, capacity=10, paper_capacity=10)
     pretty = tables.formatted(t, {"experiment": "mnist"})

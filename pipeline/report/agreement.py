@@ -6,6 +6,8 @@ paper's value lies inside it (judged from 3 seeds on), the signed difference and
 in standard errors of our mean. A diverged run (NaN or infinite error) is counted and kept out of
 the mean, never dropped silently. Per table: Kendall's tau-b between the paper's values and our
 means over the cells both have, with its two-sided p-value, and the fraction of cells that agree.
+Cells at chance (a classifier no better than always answering the commonest class) are counted
+and left out of tau: their order is noise.
 """
 
 from __future__ import annotations
@@ -69,10 +71,13 @@ def kendall(paper, ours) -> tuple[float, float, int]:
     return float(result.statistic), float(result.pvalue), int(keep.sum())
 
 
-def scorecard(table: pd.DataFrame) -> dict:
-    """One table's agreement (``table`` from ``compare``): tau, p, cells compared, cells that agree."""
+def scorecard(table: pd.DataFrame, chance: float | None = None) -> dict:
+    """One table's agreement (``table`` from ``compare``): tau, p, cells compared, cells that agree,
+    and with ``chance`` (the error of always answering the commonest class) the cells at chance,
+    whose mean error is no lower, left out of tau."""
     rows = table[table.paper.notna()]
-    tau, p, n = kendall(rows.paper, rows.ours_mean)
+    at_chance = rows.ours_mean >= chance if chance is not None else pd.Series(False, index=rows.index)
+    tau, p, n = kendall(rows.paper[~at_chance], rows.ours_mean[~at_chance])
     judged = rows.agrees.dropna()
     return {
         "tau": tau,
@@ -83,5 +88,7 @@ def scorecard(table: pd.DataFrame) -> dict:
         "fraction": float(judged.mean()) if len(judged) else math.nan,
         "median_abs_diff": float(rows["diff"].abs().median()) if len(rows) else math.nan,  # the scale: wide intervals agree easily
         "diverged": int(table.diverged.sum()),
+        "at_chance": int(at_chance.sum()) if chance is not None else None,
+        "rows": len(rows),
     }
 

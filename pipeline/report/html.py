@@ -67,13 +67,15 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
     ordering and the values agree. ``cards``: (anchor, label, built table, results frame)."""
     rows = []
     for anchor, label, table, df in cards:
-        card = agreement.scorecard(table)
+        card = agreement.scorecard(table, experiments.get(df.experiment.iloc[0]).chance_error)
         judged = f"not judged (< {agreement.MIN_SEEDS} seeds)"
         if card["judged"]:
             judged = f"{card['agree']} of {card['judged']} ({card['fraction']:.0%})"
+        chance = "n/a" if card["at_chance"] is None else f"{card['at_chance']} of {card['rows']}"
         rows.append({
             "table": f"<a href='#{anchor}'>{html.escape(label)}</a>",
             "Kendall's τ (p, cells)": "n/a" if card["tau"] != card["tau"] else f"{card['tau']:+.2f} (p = {card['p']:.2g}, {card['cells']})",
+            "cells at chance": chance,
             "cells in agreement": html.escape(judged),
             "median |ours − paper|": f"{card['median_abs_diff']:.3g}",
             "diverged runs": card["diverged"],
@@ -81,8 +83,11 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
         })  # fmt: skip
     if not rows:
         return ""
+    chances = ", ".join(f"{e.name} {e.chance_error:g}%" for e in experiments.EXPERIMENTS.values() if e.chance_error is not None)
     note = ("<p class='caption'>τ: Kendall's tau-b between the paper's values and our means over the cells both have (1: the "
-            "paper's ordering exactly), with its two-sided p-value. A cell agrees when our 95% t-interval over seeds holds the "
+            "paper's ordering exactly), with its two-sided p-value, leaving out the cells at chance: a classifier whose mean "
+            f"error is no lower than always answering the test set's commonest class ({chances}) has learnt nothing, and its "
+            "rank among such models is noise (n/a: fewer than two cells left). A cell agrees when our 95% t-interval over seeds holds the "
             f"paper's value; a cell with fewer than {agreement.MIN_SEEDS} seeds is not judged (with two, the interval spans "
             "12.7 standard errors each side and holds nearly anything). The median difference gives the scale. Diverged runs "
             "are counted and left out of the means. A reference (GPU) row scores a GPU machine's committed run the same way."
