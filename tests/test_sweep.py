@@ -114,7 +114,7 @@ def test_inline_executor_matches_ray(tmp_path, data_root, store, capfd):
         ({"models": []}, r"key 'models': bad value \[\]; allowed: a list of at least 1"),
         ({"models": ["ResNet"]}, r"key 'models.0': unknown mnist model 'ResNet'; allowed: \['CNN\(a\)'"),
         ({"learning_rate": 0.1}, r"unknown key 'learning_rate'; allowed keys: \[.*'lr_classifier'"),
-        ({"noise_warp": "projective"}, r"key 'noise_warp': bad value 'projective'; allowed: \['translation'"),
+        ({"noise_warp": "projective"}, r"key 'noise_warp': bad value 'projective'; allowed: one of \['translation'"),
         ({"experiment": "svhn"}, r"key 'experiment': bad value 'svhn'; allowed: \['planar', 'mnist', 'gtsrb'\]"),
     ],
 )
