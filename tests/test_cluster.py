@@ -73,7 +73,11 @@ def test_sweep_spans_both_nodes_and_survives_losing_one(tmp_path, data_root, clu
             for p in killed:
                 p.kill()
         time.sleep(0.2)
-    output = proc.communicate(timeout=600)[0].decode()
+    try:
+        output = proc.communicate(timeout=600)[0].decode()
+    except subprocess.TimeoutExpired:  # a sweep that never ends after the node loss: show what it said
+        proc.kill()
+        pytest.fail("the sweep did not end within 600 s of losing the worker node; it said:\n" + proc.communicate()[0].decode()[-4000:])
     assert len(nodes_before_kill) == 2, "trials should have run on both nodes"
     assert killed, "the worker node's raylet was not found"
     assert proc.returncode == 0, output[-3000:]
