@@ -62,13 +62,10 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
         best = search.best_settings(grid, trials, ctx, config, backend, tracker)
         trials = search.apply(trials, best)
         summary["best"] = best[grid["models"][0]] if not grid["search"]["per_model"] else best
-    todo = [t for t in trials if not store.done(t.key)]
-    # A damaged checkpoint would fail every retry, a damaged record the table: say so before any compute
-    for t in trials:
-        if t in todo:
-            check_checkpoint(store.checkpoint(t.key))
-        else:
-            store.record(t.key)
+    # Before any compute: a damaged record (it would fail the table) and a damaged checkpoint (every retry) each stop the sweep
+    todo = [t for t in trials if store.record(t.key) is None]
+    for t in todo:
+        check_checkpoint(store.checkpoint(t.key))
     models = sum(len(t.members) for t in todo)
     print(f"{grid['name']}: {len(trials)} trial{'s' * (len(trials) != 1)}, {len(trials) - len(todo)} already done, {len(todo)} to run "
           f"({models} models of {grid['iterations']:,} iterations on {ctx.device})", file=sys.stderr, flush=True)  # fmt: skip
