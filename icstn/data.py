@@ -100,29 +100,34 @@ def read_manifest(root: str | Path, name: str) -> dict:
 def check(root: str | Path, name: str) -> dict:
     """The manifest of prepared dataset ``name``, once every array is there and whole (it reads their
     headers only); FileNotFoundError or ValueError naming the file and what to do otherwise."""
+    manifest = read_manifest(root, name)
+    for split in SPLITS:
+        _array(root, name, split, mmap_mode="r")
+    return manifest
+
+
+def _array(root: str | Path, name: str, split: str, mmap_mode: str | None = None):
+    """One prepared array (``mmap_mode='r'``: its header only), or an error that says what to do."""
     import numpy as np  # here only: the rest of icstn needs nothing but torch
 
-    manifest = read_manifest(root, name)
-    again = f"delete {Path(root) / name} and run the workflow again (or python -m pipeline.prepare {name} --force)"
-    for split in SPLITS:
-        path = Path(root) / name / f"{split}.npy"
-        if not path.is_file():
-            raise FileNotFoundError(f"prepared dataset {name!r} is incomplete: {path} is missing; {again}")
-        try:
-            np.load(path, mmap_mode="r")  # a cut file fails here: its header says more than it holds
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"prepared dataset {name!r} is damaged: {path} ({exc}); {again}") from None
-    return manifest
+    path = Path(root) / name / f"{split}.npy"
+    again = f"delete {path.parent} and run the workflow again (or python -m pipeline.prepare {name} --force)"
+    if not path.is_file():
+        raise FileNotFoundError(f"prepared dataset {name!r} is incomplete: {path} is missing; {again}")
+    try:
+        return np.load(path, mmap_mode=mmap_mode)  # a cut file fails here: its header says more than it holds
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"prepared dataset {name!r} is damaged: {path} ({exc}); {again}") from None
 
 
 def load(root: str | Path, name: str) -> Dataset:
     """Load prepared dataset ``name`` ('mnist', 'gtsrb' or 'planar') from ``root``."""
     import numpy as np
 
-    manifest = check(root, name)
+    manifest = read_manifest(root, name)
     arrays = {}
     for split in SPLITS:
-        arr = np.load(Path(root) / name / f"{split}.npy")
+        arr = _array(root, name, split)
         arrays[split] = torch.from_numpy(arr.astype(np.int64) if "labels" in split else arr)
     ref = None
     if "box" in manifest:  # the sample is a box of the source image
