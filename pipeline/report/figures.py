@@ -27,6 +27,7 @@ from icstn import data, experiments, noise, warps  # noqa: E402
 from pipeline import reference, results  # noqa: E402
 from pipeline.grids import GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
+from pipeline.report import one_line_errors  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
 
 
@@ -264,6 +265,7 @@ def render(results_path, data_root, out, figures: list[str], with_summary: bool 
     return paths
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True)
@@ -273,12 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", action="store_true", help="the grid's summary figure (reports/figures/<grid>.png)")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (their dots in the summary figure)")
     args = parser.parse_args(argv)
-    try:
-        for path in render(args.results, args.data, args.out, args.figures, args.summary, args.reference):
-            print(path, file=sys.stderr)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    for path in render(args.results, args.data, args.out, args.figures, args.summary, args.reference):
+        print(path, file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from icstn import experiments
 from pipeline import grids, reference, results
 from pipeline.files import write_text
-from pipeline.report import agreement, tables
+from pipeline.report import agreement, one_line_errors, tables
 from pipeline.report.figures import FIGURES
 
 STYLE = """
@@ -162,6 +162,7 @@ def render(
     return write_text(out, "\n".join(parts))
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", nargs="+", required=True)
@@ -174,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     a = parser.parse_args(argv)
     paths = [Path(p) for p in a.results], [Path(g) for g in a.grids], Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper)
-    try:
-        print(render(*paths, Path(a.out), Path(a.reference)), file=sys.stderr)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    print(render(*paths, Path(a.out), Path(a.reference)), file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from icstn import experiments
 from pipeline import grids, reference, results
-from pipeline.report import agreement
+from pipeline.report import agreement, one_line_errors
 
 SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may sweep besides models and seeds
 CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
@@ -158,6 +158,7 @@ def render(
     return paths
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True)
@@ -166,12 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/tables")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     args = parser.parse_args(argv)
-    try:
-        for path in render(args.results, args.grid, args.out, args.paper, args.reference):
-            print(path, file=sys.stderr)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    for path in render(args.results, args.grid, args.out, args.paper, args.reference):
+        print(path, file=sys.stderr)
     return 0
 
 
