@@ -5,10 +5,11 @@ one line of where the running trials are::
 
     table2 [0/12] started IC-STN-4(a) σ=3.5 seeds 0-2
     table2 0:30 [4/12] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 200/300 (8 s left), STN(a) σ=3.5 seeds 0-2 at 100/300 (20 s left)
+    table2 [5/12] finished IC-STN-4(a) σ=3.5 seeds 0-2 in 41 s: test error 12.3% (mean of 3)
 
 A trial's time left is its remaining steps at the rate of its steps since its first report (so a
-resumed trial counts from where it resumed), evaluations included.
-    table2 [5/12] finished IC-STN-4(a) σ=3.5 seeds 0-2 in 41 s: test error 12.3% (mean of 3)
+resumed trial counts from where it resumed), evaluations included. A finished trial gives one
+mean per noise level, never one across them, and says over how many seeds.
 """
 
 from __future__ import annotations
@@ -44,15 +45,15 @@ class Progress:
         self.running.pop(trial.key, None)
         self.done += 1
         unit = " px" if experiments.is_alignment(trial.experiment) else "%"
-        by_sigma: dict[float, list[float]] = {}  # one mean per noise level, never one across them
+        by_sigma: dict[float, list[float]] = {}
         for m in record.members:
             by_sigma.setdefault(m.sigma_px, []).append(m.metrics["test_error"])
-        at = len(by_sigma) > 1
-        even = len({len(v) for v in by_sigma.values()}) == 1  # else each level says its own count
-        means = ", ".join(f"{sum(v) / len(v):.3g}{unit}" + (f" at σ={s:g}" if at else "") + ("" if even else f" ({_of(len(v))})")
+        several = len(by_sigma) > 1
+        counts = {len(v) for v in by_sigma.values()}
+        shared = counts.pop() if len(counts) == 1 else None  # one seed count for every level: said once, at the end
+        means = ", ".join(f"{sum(v) / len(v):.3g}{unit}" + (f" at σ={s:g}" if several else "") + ("" if shared else f" ({_seeds(len(v))})")
                           for s, v in by_sigma.items())  # fmt: skip
-        n = len(record.members) // len(by_sigma)
-        error = f"{record.split} error {means}" + (f" ({_of(n, plural=at)})" if even and n > 1 else "")
+        error = f"{record.split} error {means}" + (f" ({_seeds(shared, several)})" if shared and shared > 1 else "")
         self._print(f"{self._count()} finished {trial.label} in {record.seconds:.0f} s: {error}")
 
     def failed(self, trial: Trial, why: str) -> None:
@@ -71,15 +72,17 @@ class Progress:
         print(f"{self.name} {line}", file=self.stream or sys.stderr, flush=True)
 
 
-def _of(n: int, plural: bool = False) -> str:
-    return f"mean{'s' if plural else ''} of {n}" if n > 1 else "one seed"
+def _seeds(n: int, several_means: bool = False) -> str:
+    """Over how many seeds a mean is: 'mean of 3', 'means of 2', 'one seed'."""
+    return f"mean{'s' if several_means else ''} of {n}" if n > 1 else "one seed"
 
 
 class _Running:
     """A running trial: its last step, and its first reported step and when, for the time left."""
 
     def __init__(self, trial: Trial):
-        self.trial, self.step, self.first = trial, 0, None
+        self.trial, self.step, self.now = trial, 0, 0.0
+        self.first: tuple[int, float] | None = None  # (step, time) of its first report
 
     def at(self, step: int, now: float) -> None:
         self.step, self.now = step, now
