@@ -157,12 +157,7 @@ def phrase(schema: dict, root: dict, plural: bool = False) -> str:
     schema = _resolve(schema, root)
     if "oneOf" in schema:
         alts = [_resolve(alt, root) for alt in schema["oneOf"]]
-        parts = [
-            ("a list of them" if _resolve(alt.get("items", {}), root) in alts else f"a list of {phrase(alt.get('items', {}), root, True)}")
-            + (" (each once)" if alt.get("uniqueItems") else "")
-            if alt.get("type") == "array" else phrase(alt, root)
-            for alt in alts
-        ]  # fmt: skip
+        parts = [_list_phrase(alt, root, alts) if alt.get("type") == "array" else phrase(alt, root) for alt in alts]
         return ", ".join(parts[:-1]) + f", or {parts[-1]}" if len(parts) > 1 else parts[0]
     if "enum" in schema:
         return f"{'values of' if plural else 'one of'} {schema['enum']}"
@@ -172,6 +167,13 @@ def phrase(schema: dict, root: dict, plural: bool = False) -> str:
     words = " or ".join(_NOUNS.get(t, (t, t))[plural] for t in ([types] if isinstance(types, str) else types)) or "anything"
     bounds = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="))
     return " ".join([words, " and ".join(f"{op} {schema[key]}" for key, op in bounds if key in schema)]).strip()
+
+
+def _list_phrase(schema: dict, root: dict, siblings: list[dict]) -> str:
+    """A list alternative: 'a list of them' where its items are a sibling alternative, else 'a list of numbers > 0'."""
+    items = _resolve(schema.get("items", {}), root)
+    words = "a list of them" if items in siblings else f"a list of {phrase(items, root, plural=True)}"
+    return words + (" (each once)" if schema.get("uniqueItems") else "")
 
 
 def describe(error: jsonschema.ValidationError, source: str, root: dict | None = None) -> str:
