@@ -53,10 +53,12 @@ class Reporter:
         if self.on_result is not None:
             self.on_result(step, per_member)
 
-    def restore(self) -> Path | None:
-        """The checkpoint to resume from, if any."""
+    def resume(self, trainer: Trainer) -> bool:
+        """Load the trial's checkpoint into ``trainer``, if there is one; True when it did."""
         path = self.store.checkpoint(self.key)
-        return path if path.is_file() else None
+        if path.is_file():
+            trainer.load(path)
+        return path.is_file()
 
 
 class _Report(Callback):
@@ -116,10 +118,7 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
     trainer = Trainer(
         model_cfg, train_config(trial, ctx.cuda_graph), dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),)
     )
-    resume = reporter.restore()
-    if resume is not None:
-        trainer.load(resume)
-    resumed_from = trainer.step if resume is not None else None
+    resumed_from = trainer.step if reporter.resume(trainer) else None
     final = trainer.fit()
     if experiments.is_alignment(trial.experiment):  # calibration: the best one-step linear predictor
         for k, member in enumerate(trial.members):

@@ -6,6 +6,7 @@ Each bad input must fail before any compute, naming what is wrong, and leave not
 import json
 import os
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -157,7 +158,11 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, data_root)
     grid = write_grid(tmp_path, "killed", models=["IC-STN-2(b)", "STN(b)"])
     cmd = [sys.executable, "-m", "pipeline.sweep", "--grid", str(grid), "--out", str(tmp_path / "r"),
            "--data", str(data_root / "processed"), "--settings", json.dumps({"ray": {"num_cpus": 2}})]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # the workers' own temporary folder, to see what a resume leaves there (Ray's session stays in the usual place)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TMPDIR": str(scratch), "RAY_TMPDIR": tempfile.gettempdir()}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     trials = tmp_path / "r" / "killed" / "trials"
     killed = []
     deadline = time.monotonic() + 240
@@ -175,6 +180,7 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, data_root)
     records = [json.loads(p.read_text()) for p in trials.glob("*/record.json")]
     assert len(records) == 2
     assert all((r["resumed_from_step"] or 0) >= 50 for r in records), "retried trials resume from their checkpoints"
+    assert not list(scratch.glob("checkpoint_tmp_*")), "a resume left its copy of Tune's checkpoint behind"
     client = mlflow.tracking.MlflowClient(uri)
     runs = [r for r in client.search_runs([client.get_experiment_by_name("killed").experiment_id]) if "icstn.run_key" in r.data.tags]
     assert sorted(r.data.tags["icstn.run_key"] for r in runs) == sorted({r.data.tags["icstn.run_key"] for r in runs})

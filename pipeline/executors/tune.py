@@ -103,14 +103,17 @@ class TuneReporter(Reporter):
             shutil.copy(checkpoint, Path(tmp) / checkpoint.name)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    def restore(self):
-        """Tune's last checkpoint of this trial (after a retry), else the trial's own file."""
+    def resume(self, trainer) -> bool:
+        """From Tune's last checkpoint of this trial (after a retry), else from the trial's own file."""
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
-            path = Path(ckpt.to_directory()) / self.store.checkpoint(self.key).name
-            if path.is_file():
-                return path
-        return super().restore()
+            # as_directory, not to_directory: a copy it had to make is removed on leaving (to_directory's stayed in /tmp)
+            with ckpt.as_directory() as folder:
+                path = Path(folder) / self.store.checkpoint(self.key).name
+                if path.is_file():
+                    trainer.load(path)
+                    return True
+        return super().resume(trainer)
 
 
 def _trainable(config: dict) -> None:
