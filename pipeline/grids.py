@@ -159,11 +159,13 @@ def expand(grid: dict, pack: int = 4) -> list[Trial]:
         test_warps = tuple(sorted({cfg.n_warps, *grid["test_warps"]})) if cfg.family == "icstn" else ()
         rates = as_list(grid["lr_geometric"])[:1] if cfg.family == "cnn" else as_list(grid["lr_geometric"])  # a CNN has no predictor
         rates = list(dict.fromkeys(grid["lr_geometric_by_family"].get(cfg.family, r) for r in rates))
-        for noise_warp, init, lr_geometric in itertools.product(as_list(grid["noise_warp"]), as_list(grid["init"]), rates):
+        axes = {"noise_warp": as_list(grid["noise_warp"]), "init": as_list(grid["init"]), "lr_geometric": rates}
+        shown = tuple(k for k, values in axes.items() if len(values) > 1)  # what tells this model's trials apart
+        for noise_warp, init, lr_geometric in itertools.product(*axes.values()):
             for chunk in _chunks(members, pack):
                 train = {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp, "lr_geometric": lr_geometric}
                 trials.append(Trial(grid["name"], grid["experiment"], name, tuple(chunk), train, grid["test_samples"], test_warps,
-                                    grid.get("lr_scale", 1.0), init))  # fmt: skip
+                                    grid.get("lr_scale", 1.0), init, shown=shown))  # fmt: skip
     return trials
 
 

@@ -159,13 +159,13 @@ class Tracker:
                 tags = {
                     RUN_KEY: key,
                     "mlflow.parentRunId": self.parent,
-                    "mlflow.runName": f"{trial.model} seed={member.seed} sigma={member.sigma_px:g}",
+                    "mlflow.runName": " ".join(filter(None, (trial.model, trial.settings, f"seed={member.seed} sigma={member.sigma_px:g}"))),
                     "model": trial.model,
                     **self.tags,
                     **({"split": "validation"} if trial.validation_size else {}),
                 }
                 run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
-                described = {k: v for k, v in trial.to_dict().items() if k != "members"} | {"key": trial.key}
+                described = {k: v for k, v in trial.to_dict().items() if k not in ("members", "shown")} | {"key": trial.key}
                 params = _flatten("", {**described, "seed": member.seed, "sigma_px": member.sigma_px, "member_index": k}, {})
                 self.client.log_batch(run_id, params=_params(params))
                 self.last_step[run_id] = -1

@@ -42,36 +42,47 @@ class Trial:
     lr_scale: float = 1.0  # the profile's factor, already applied to train's rates (provenance)
     init: str | None = None  # the experiment's init of that name (None: its default)
     validation_size: int | None = None  # a search trial: tested on a holdout of the training set
+    # the settings its grid sweeps for this model (noise_warp, init, lr_geometric): what tells its
+    # trials apart in progress lines and MLflow run names; not part of the key
+    shown: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         out = {
-            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "validation_size"},
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("validation_size", "shown")},
             "members": [asdict(m) for m in self.members],
             "train": dict(self.train),
             "test_warps": list(self.test_warps),
         }
-        return out | ({"validation_size": self.validation_size} if self.validation_size else {})
+        return out | ({"validation_size": self.validation_size} if self.validation_size else {}) | ({"shown": list(self.shown)} if self.shown else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> Trial:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in d.items() if k in names}
         members = tuple(Member(m["seed"], m["sigma_px"]) for m in d["members"])  # a record's members carry results too
-        return cls(**values | {"members": members, "test_warps": tuple(d["test_warps"])})
+        return cls(**values | {"members": members, "test_warps": tuple(d["test_warps"]), "shown": tuple(d.get("shown", ()))})
 
     @property
     def key(self) -> str:
         """The model's name and a digest of everything else: a rerun recognises what is done."""
         slug = "".join(c if c.isalnum() else "-" for c in self.model).strip("-")
-        return f"{slug}-{digest(self.to_dict())}"
+        return f"{slug}-{digest({k: v for k, v in self.to_dict().items() if k != 'shown'})}"
+
+    @property
+    def settings(self) -> str:
+        """The swept settings that tell this trial from its model's others: 'noise_warp=affine init=he' ('' if none)."""
+        value = {"noise_warp": self.train["noise_warp"], "init": self.init, "lr_geometric": f"{self.train['lr_geometric']:g}"}
+        return " ".join(f"{k}={value[k]}" for k in self.shown)
 
     @property
     def label(self) -> str:
-        """What a person reads in progress lines: 'IC-STN-4(a) σ=3.5 seeds 0-2'."""
+        """What a person reads in progress lines: 'IC-STN-4(a) σ=3.5 seeds 0-2', with the swept
+        settings where a grid sweeps any: 'STN(b) noise_warp=affine σ=2,3.5 seeds 0,1'."""
         sigmas = ",".join(f"{s:g}" for s in dict.fromkeys(m.sigma_px for m in self.members))
         seeds = sorted(set(self.seeds))
         run = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
-        return f"{self.model} σ={sigmas} seeds {f'{seeds[0]}-{seeds[-1]}' if run else ','.join(map(str, seeds))}"
+        name = " ".join(filter(None, (self.model, self.settings)))
+        return f"{name} σ={sigmas} seeds {f'{seeds[0]}-{seeds[-1]}' if run else ','.join(map(str, seeds))}"
 
     @property
     def seeds(self) -> list[int]:

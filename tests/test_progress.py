@@ -86,3 +86,28 @@ def test_durations_read_as_a_person_would_say_them():
     from pipeline.progress import duration
 
     assert [duration(s) for s in (42, 89.4, 420, 5399, 11_520)] == ["42 s", "89 s", "7 min", "90 min", "3.2 h"]
+
+
+def test_trials_a_grid_sweeps_settings_for_say_which_in_their_labels(tmp_path):
+    from pipeline import grids
+
+    path = tmp_path / "noise_family.yaml"
+    path.write_text('experiment: mnist\nmodels: ["STN(b)", "CNN(b)"]\nnoise_warp: [affine, homography]\n'
+                    "lr_geometric: [0.0001, 0.01]\nsigma_px: [2.0]\nseeds: [0]\n")  # fmt: skip
+    labels = sorted(t.label for t in grids.expand(grids.load_grid(path)))
+    assert labels == [  # a CNN has no geometric rate to sweep; the STN's four trials each say theirs
+        "CNN(b) noise_warp=affine σ=2 seeds 0",
+        "CNN(b) noise_warp=homography σ=2 seeds 0",
+        "STN(b) noise_warp=affine lr_geometric=0.0001 σ=2 seeds 0",
+        "STN(b) noise_warp=affine lr_geometric=0.01 σ=2 seeds 0",
+        "STN(b) noise_warp=homography lr_geometric=0.0001 σ=2 seeds 0",
+        "STN(b) noise_warp=homography lr_geometric=0.01 σ=2 seeds 0",
+    ]
+
+
+def test_what_a_label_shows_is_not_part_of_the_key():
+    trial = make_trial()
+    shown = Trial.from_dict(trial.to_dict() | {"shown": ["noise_warp"]})
+    assert shown.label == "IC-STN-4(a) noise_warp=homography σ=3.5 seeds 0-2"
+    assert shown.key == trial.key  # results trained before the label said more are still found
+    assert Trial.from_dict(shown.to_dict()) == shown  # it travels (Tune's config, record.json)

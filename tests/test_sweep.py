@@ -106,6 +106,16 @@ def test_inline_executor_matches_ray(tmp_path, data_root, store, capfd):
     assert len(df) == 2 * 3 and store.get_experiment_by_name("inline_grid") is None  # --no-tracking
 
 
+def test_a_swept_setting_tells_runs_and_progress_lines_apart(tmp_path, data_root, store, capfd):
+    grid = write_grid(tmp_path, "noise_family", models=["STN(b)"], seeds=[0], noise_warp=["affine", "homography"])
+    sweep.sweep(grid, tmp_path / "res", data_root / "processed", {}, executor="inline")
+    err = capfd.readouterr().err
+    for warp in ("affine", "homography"):
+        assert re.search(rf"noise_family \[\d/2\] finished STN\(b\) noise_warp={warp} σ=3.5 seeds 0 in \d+ s", err)
+    names = sorted(r.info.run_name for r in child_runs(store, "noise_family"))
+    assert names == ["STN(b) noise_warp=affine seed=0 sigma=3.5", "STN(b) noise_warp=homography seed=0 sigma=3.5"]
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [
