@@ -21,6 +21,7 @@ COLUMNS = [
     "profile", "device", "models_per_step", "cuda_graph", "tf32", "seconds", "trial_key", "git_commit", "python", "torch",
     "ray", "mlflow", "data_fetched_from",
 ]  # fmt: skip
+SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may sweep besides models and seeds
 
 
 def rows(record: TrialRecord, profile: str) -> list[dict]:

@@ -96,3 +96,10 @@ def test_a_table_shows_diverged_runs():
     t = frame([1.0], [[1.0, float("nan"), 1.2]]).assign(sigma_px=3.5, capacity=10, paper_capacity=10)
     pretty = tables.formatted(t, {"experiment": "mnist"})
     assert pretty["ours (mean ± std, n)"].iloc[0] == "1.100 ± 0.141 (2), 1 diverged"
+
+
+def test_a_grid_without_paper_values_still_shows_its_intervals():
+    t = frame([2.0], [[1.0, 2.0, 3.0]]).drop(columns="paper").assign(sigma_px=3.5, capacity=10)
+    pretty = tables.formatted(t, {"experiment": "mnist"})  # an ablation: its caption promises 95% t-intervals
+    assert pretty["95% interval"].iloc[0] == f"[{t.ci_low.iloc[0]:.3f}, {t.ci_high.iloc[0]:.3f}]" != ""
+    assert "paper" not in pretty and "agrees" not in pretty

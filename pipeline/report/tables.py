@@ -22,7 +22,6 @@ from icstn import experiments
 from pipeline import grids, reference, results
 from pipeline.report import agreement, one_line_errors
 
-SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may sweep besides models and seeds
 CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
 
 
@@ -30,7 +29,7 @@ def summarize(df: pd.DataFrame, metric: str = "test_error", upper: float = math.
     """Per model and setting, ``metric`` over seeds at the trained unroll count (``agreement.cell``;
     ``upper``: the largest value the metric can take, 100 for a percentage)."""
     rows = df[(df.metric == metric) & (df.n_warps_test == df.n_warps_train)]
-    keys = ["model", *[k for k in SETTINGS if k in rows], "capacity"]
+    keys = ["model", *[k for k in results.SETTINGS if k in rows], "capacity"]
     groups = rows.groupby(keys, sort=False, dropna=False)
     cells = [{**dict(zip(keys, group)), **agreement.cell(g.value, upper)} for group, g in groups]
     return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "se", "ci_low", "ci_high"])
@@ -50,7 +49,7 @@ def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None, ref: pd.Da
     upper = math.inf if alignment else 100.0  # classification errors are percentages
     table = summarize(df, upper=upper)
     if ref is not None:
-        on = ["model", "sigma_px", *[k for k in ("noise_warp", "init") if k in ref and ref[k].nunique() > 1]]
+        on = ["model", "sigma_px", *[k for k in results.SETTINGS[1:] if k in ref and ref[k].nunique() > 1]]
         theirs = summarize(ref, upper=upper)[[*on, "ours_mean", "ours_std", "n_seeds"]]
         table = table.merge(theirs.rename(columns={"ours_mean": "ref_mean", "ours_std": "ref_std", "n_seeds": "ref_n"}), on=on, how="left")
     order = {m: i for i, m in enumerate(grid["models"])}
@@ -93,8 +92,9 @@ def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
     if "ref_mean" in table:
         out["reference (GPU)"] = [_ours(m, sd, n, 0) if pd.notna(m) else "" for m, sd, n in zip(table.ref_mean, table.ref_std, table.ref_n)]
     out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged)]
+    # every grid's, as its caption says: an ablation's reader compares settings by them
+    out["95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.ci_low, table.ci_high)]
     if "paper" in table:
-        out["95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.ci_low, table.ci_high)]
         out["ours − paper (SE)"] = [
             "" if pd.isna(d) else f"{d:+.3f}" + (f" ({z:+.1f})" if pd.notna(z) and abs(z) != float("inf") else "")
             for d, z in zip(table["diff"], table.diff_se)
