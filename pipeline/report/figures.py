@@ -229,26 +229,50 @@ def fig11(df, results_path, data_root, out):
     return _save(fig, out, "fig11", provenance_note(df))
 
 
+def series(rows: pd.DataFrame) -> list[tuple[dict, str, pd.DataFrame]]:
+    """A summary figure's series: one per noise level and family, and per any other setting the
+    grid sweeps (init, lr_geometric), each as (its settings, its legend label, its rows)."""
+    keys = ["sigma_px", "noise_warp", *[k for k in results.SETTINGS[2:] if k in rows and rows[k].nunique(dropna=False) > 1]]
+    out = []
+    for values, g in rows.groupby(keys, sort=True, dropna=False):
+        setting = dict(zip(keys, values))
+        swept = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(setting.items())[2:]]
+        out.append((setting, ", ".join([f"σ = {setting['sigma_px']:g} px", f"{setting['noise_warp']} noise", *swept]), g))
+    return out
+
+
+def _matching(frame: pd.DataFrame, setting: dict) -> pd.DataFrame:
+    """The rows of ``frame`` (a reference run's) with ``setting``, on the columns it has."""
+    keep = np.ones(len(frame), dtype=bool)
+    for k, v in setting.items():
+        if k in frame:
+            keep &= (frame[k].isna() & pd.isna(v)).to_numpy() | (frame[k] == v).to_numpy()
+    return frame[keep]
+
+
 def summary(df, results_path, data_root, out, ref=None):
-    """Any grid: test error per model (and noise level), one dot per seed; a reference run's as crosses."""
+    """Any grid: test error per model (and setting), one dot per seed; a reference run's as
+    crosses; a classifier's chance level as a dashed line."""
     rows = df[(df.metric == "test_error") & (df.n_warps_test == df.n_warps_train)]
     theirs = None if ref is None else ref[(ref.metric == "test_error") & (ref.n_warps_test == ref.n_warps_train)]
-    groups = list(rows.groupby(["sigma_px", "noise_warp"], sort=True))
+    groups = series(rows)
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * rows.model.nunique() * max(1, len(groups)) ** 0.5, 3.6))
     models_ = list(dict.fromkeys(rows.model))
     width = 0.8 / max(1, len(groups))
-    for j, ((sigma, warp), g) in enumerate(groups):
+    for j, (setting, label, g) in enumerate(groups):
         x = np.array([models_.index(m) for m in g.model]) + (j - (len(groups) - 1) / 2) * width
-        ax.scatter(x, g.value, s=12, alpha=0.8, label=f"σ = {sigma:g} px, {warp} noise")
+        ax.scatter(x, g.value, s=12, alpha=0.8, label=label)
         means = g.groupby("model", sort=False).value.mean()
         ax.scatter([models_.index(m) + (j - (len(groups) - 1) / 2) * width for m in means.index], means, marker="_", s=300, color="k")
         if theirs is not None:
-            r = theirs[(theirs.sigma_px == sigma) & (theirs.noise_warp == warp) & theirs.model.isin(models_)]
+            r = _matching(theirs[theirs.model.isin(models_)], setting)
             x = np.array([models_.index(m) for m in r.model]) + (j - (len(groups) - 1) / 2) * width + 0.12
             ax.scatter(x, r.value, s=14, marker="x", color="0.25", label="reference (GPU)" if j == 0 else None)
+    exp = experiments.get(df.experiment.iloc[0])
+    if exp.chance_error is not None:  # a model on this line has learnt nothing, wherever it ranks
+        ax.axhline(exp.chance_error, color="0.5", ls="--", lw=0.8, label=f"chance: always the commonest class ({exp.chance_error:g}%)")
     ax.set_xticks(range(len(models_)), models_, rotation=30, ha="right", fontsize=8)
-    unit = experiments.get(df.experiment.iloc[0]).error_label
-    ax.set(ylabel=unit, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
+    ax.set(ylabel=exp.error_label, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, out, df.grid.iloc[0], provenance_note(df))

@@ -1,0 +1,38 @@
+"""pipeline.report.figures on hand-made results: what a grid's summary figure groups and draws."""
+
+import pandas as pd
+
+from pipeline.report import figures
+
+
+def results_frame(**swept):
+    """Test errors of one model, 2 seeds per combination of the ``swept`` settings."""
+    rows, base = [], {"sigma_px": 3.5, "noise_warp": "homography", "init": None, "lr_geometric": 1e-5}
+    combos = [{}] if not swept else [dict(zip(swept, values)) for values in zip(*swept.values())]
+    for i, combo in enumerate(combos):
+        for seed in (0, 1):
+            rows.append({**base, **combo, "grid": "g", "experiment": "gtsrb", "model": "CNN", "seed": seed, "metric": "test_error",
+                         "n_warps_test": 0, "n_warps_train": 0, "value": 10.0 * (i + 1) + seed})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_swept_init_is_its_own_series_not_pooled_with_the_other():
+    groups = figures.series(results_frame(init=["code", "he"]))
+    assert [label for _, label, _ in groups] == ["σ = 3.5 px, homography noise, init=code", "σ = 3.5 px, homography noise, init=he"]
+    assert [g.value.mean() for _, _, g in groups] == [10.5, 20.5]  # each bar its own init's mean
+
+
+def test_one_setting_is_one_series_named_by_noise_only():
+    groups = figures.series(results_frame())
+    assert [label for _, label, _ in groups] == ["σ = 3.5 px, homography noise"]
+    assert [label for _, label, _ in figures.series(results_frame(lr_geometric=[1e-5, 1e-3]))][1].endswith("lr_geometric=0.001")
+
+
+def test_a_classifiers_summary_draws_its_chance_level(monkeypatch, tmp_path):
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name, note: drawn.setdefault("fig", fig) and [])
+    figures.summary(results_frame(init=["code", "he"]).assign(profile="quick", iterations=40, device="cpu", git_commit="abc"), None, None, tmp_path)
+    ax = drawn["fig"].axes[0]
+    chance = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(chance) == 1 and chance[0].get_ydata()[0] == 94.062  # GTSRB: always class 2
+    assert "chance: always the commonest class (94.062%)" in [t.get_text() for t in ax.get_legend().get_texts()]
