@@ -7,6 +7,7 @@ checkpoint (``ray.max_failures``); a trial already recorded is never trained aga
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -44,6 +45,9 @@ def connect(ray_settings: dict) -> bool:
     # local-only mode (its default on macOS and Windows) does that; it reads this flag at import.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # Ray turns token authentication on for a new local runtime (a user's RAY_AUTH_MODE stands),
+    # and says so in a WARNING at every sweep: the choice is made, so that one line is not shown.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
     return True
 
@@ -188,6 +192,7 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     # Tune's newer console output prints its experiment box and folder even at verbose=0: keep the one
     # whose verbose=0 is silent, so that DriverCallback's lines are the sweep's whole story
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)  # its INFO line names Tune's own state files at the end
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     total = len(trials) if search is None else search["num_samples"]
