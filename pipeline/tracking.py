@@ -156,10 +156,11 @@ class Tracker:
                 history = self.client.get_metric_history(run_id, "train_loss")
                 self.last_step[run_id] = max((m.step for m in history), default=-1)
             else:
+                name = " ".join(filter(None, (trial.model, trial.settings, f"seed={member.seed} sigma={member.sigma_px:g}")))
                 tags = {
                     RUN_KEY: key,
                     "mlflow.parentRunId": self.parent,
-                    "mlflow.runName": " ".join(filter(None, (trial.model, trial.settings, f"seed={member.seed} sigma={member.sigma_px:g}"))),
+                    "mlflow.runName": name,
                     "model": trial.model,
                     **self.tags,
                     **({"split": "validation"} if trial.validation_size else {}),

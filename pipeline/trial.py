@@ -53,7 +53,8 @@ class Trial:
             "train": dict(self.train),
             "test_warps": list(self.test_warps),
         }
-        return out | ({"validation_size": self.validation_size} if self.validation_size else {}) | ({"shown": list(self.shown)} if self.shown else {})
+        optional = {"validation_size": self.validation_size, "shown": list(self.shown)}  # written only when set
+        return out | {k: v for k, v in optional.items() if v}
 
     @classmethod
     def from_dict(cls, d: dict) -> Trial:

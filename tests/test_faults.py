@@ -6,8 +6,8 @@ Each bad input must fail before any compute, naming what is wrong, and leave not
 import json
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 
 import mlflow

@@ -31,7 +31,8 @@ def test_one_setting_is_one_series_named_by_noise_only():
 def test_a_classifiers_summary_draws_its_chance_level(monkeypatch, tmp_path):
     drawn = {}
     monkeypatch.setattr(figures, "_save", lambda fig, out, name, note: drawn.setdefault("fig", fig) and [])
-    figures.summary(results_frame(init=["code", "he"]).assign(profile="quick", iterations=40, device="cpu", git_commit="abc"), None, None, tmp_path)
+    frame = results_frame(init=["code", "he"]).assign(profile="quick", iterations=40, device="cpu", git_commit="abc")
+    figures.summary(frame, None, None, tmp_path)
     ax = drawn["fig"].axes[0]
     chance = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(chance) == 1 and chance[0].get_ydata()[0] == 94.062  # GTSRB: always class 2
