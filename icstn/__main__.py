@@ -2,6 +2,7 @@
 
 python -m icstn models [--format csv|table]
 python -m icstn train --experiment mnist --model "IC-STN-4(a)" --iterations 500 --seeds 0 1
+python -m icstn train --experiment gtsrb --model IC-STN-4 --init he --iterations 100
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def cmd_models(args) -> int:
 
 def cmd_train(args) -> int:
     d = experiments.get(args.experiment).defaults  # what the paper (or the released code) uses
-    cfg = models.get_config(args.experiment, args.model)
+    cfg = models.get_config(args.experiment, args.model, args.init)
     train_cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--sigma", type=float, default=None, help="noise in pixels (default: the paper's)")
     p.add_argument("--noise-warp", default=None)
+    p.add_argument("--init", default=None, help="a named initialisation of the experiment, e.g. code or he (default: its own)")
     p.add_argument("--lr-geometric", type=float, default=None)
     p.add_argument("--lr-classifier", type=float, default=None)
     p.add_argument("--test-samples", type=int, default=None, help="evaluate on a fixed subset")

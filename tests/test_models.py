@@ -1,6 +1,7 @@
 """icstn.models: the paper's variants, their capacities and their behaviour."""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -149,3 +150,20 @@ def test_a_model_trains_alike_with_either_convolution(monkeypatch):
     (a, grads_a), (b, grads_b) = outs
     assert torch.allclose(a, b, atol=1e-5)
     assert all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(grads_a, grads_b))
+
+
+def test_cli_trains_a_model_with_the_init_it_names(data_root, tmp_path):
+    def train(*extra):
+        cmd = [sys.executable, "-m", "icstn", "train", "--experiment", "mnist", "--model", "CNN(b)", "--iterations", "3",
+               "--seeds", "0", "1", "--test-samples", "100", "--data", str(data_root / "processed"), *extra]  # fmt: skip
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+    code, he = train("--checkpoint", str(tmp_path / "cnn.pt")), train("--init", "he")
+    assert code.returncode == 0 and he.returncode == 0, code.stderr[-2000:] + he.stderr[-2000:]
+    rows = [json.loads(line) for line in code.stdout.splitlines()]
+    assert [(r["seed"], r["iterations"], r["sigma_px"]) for r in rows] == [(0, 3, 3.5), (1, 3, 3.5)]
+    assert all(0.0 <= r["test_error"] <= 100.0 for r in rows) and (tmp_path / "cnn.pt").is_file()
+    losses = lambda out: [json.loads(line)["test_loss"] for line in out.splitlines()]  # noqa: E731
+    assert losses(he.stdout) != losses(code.stdout)  # other weights: the init was applied
+    wrong = train("--init", "kaiming")
+    assert wrong.returncode == 2 and "error: unknown mnist init 'kaiming'; allowed: ['code', 'he']" in wrong.stderr
