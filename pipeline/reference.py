@@ -21,10 +21,13 @@ import io
 import json
 import sys
 import tarfile
+import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import pandas as pd
+import pyarrow
 
 from pipeline import provenance
 from pipeline.files import atomic
@@ -110,14 +113,29 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def unpack(archive: str | Path, into: str | Path = ROOT) -> Path:
-    """Extract a reference archive to ``<into>/<grid>/``; returns that folder."""
-    with tarfile.open(archive, "r:gz") as tar:
-        names = tar.getnames()
-        grid = names[0].split("/")[0]
-        if any(not n.startswith(f"{grid}/") or ".." in n.split("/") for n in names):
-            raise ValueError(f"{archive}: not a reference archive (every member belongs under {grid}/)")
-        tar.extractall(into, filter="data")
-    return Path(into) / grid
+    """Extract a reference archive to ``<into>/<grid>/``; returns that folder. An earlier reference
+    of the grid is replaced only once the new one is whole and readable; ValueError, naming the
+    archive, for one that is not a reference archive or is damaged (and then nothing changes)."""
+    archive, into = Path(archive), Path(into)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            names = tar.getnames()
+            grid = names[0].split("/")[0] if names else ""
+            needed = {f"{grid}/{grid}.parquet", f"{grid}/provenance.json"}
+            if not needed <= set(names) or any(n.split("/")[0] != grid or ".." in n.split("/") for n in names):
+                raise ValueError(f"{archive}: not a reference archive (`python -m pipeline.reference pack` writes one: "
+                                 "<grid>/<grid>.parquet, <grid>/provenance.json and the arrays, all under <grid>/)")  # fmt: skip
+            into.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=into, prefix=f".{grid}-") as tmp:  # beside the target: renames stay on one disk
+                tar.extractall(tmp, filter="data")
+                load(grid, tmp)  # readable as the reports will read it
+                final, old = into / grid, Path(tmp) / "replaced"
+                if final.exists():
+                    final.rename(old)  # removed with the temporary folder
+                (Path(tmp) / grid).rename(final)
+    except (tarfile.TarError, OSError, EOFError, zlib.error, pyarrow.ArrowException, json.JSONDecodeError) as exc:
+        raise ValueError(f"{archive}: not a readable reference archive ({type(exc).__name__}: {exc}); nothing was changed") from None
+    return into / grid
 
 
 def load(grid: str, root: str | Path = ROOT) -> tuple[pd.DataFrame, dict] | None:
