@@ -31,6 +31,7 @@ import pyarrow
 
 from pipeline import provenance
 from pipeline.files import atomic
+from pipeline.settings import json_object
 from pipeline.store import GridStore
 
 MAX_BYTES = 16 * 2**20
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", required=True)
     p.add_argument("--work", required=True)
     p.add_argument("--seeds", type=int, required=True)
-    p.add_argument("--extra", type=json.loads, default={}, help="JSON over the profile, e.g. a CPU dry run's budget")
+    p.add_argument("--extra", type=json_object, default={}, help="JSON over the profile, e.g. a CPU dry run's budget")
     p.add_argument("--fit", help="benchmarks.throughput --fit output: its iterations become the budget's")
     p = sub.add_parser("pack", help="a grid's results into one archive")
     p.add_argument("--results", required=True)

@@ -6,6 +6,9 @@ here. Settings the trials could not use fail before any compute, naming the conf
 
 from __future__ import annotations
 
+import argparse
+import json
+
 
 class SettingsError(ValueError):
     """A setting the trials cannot use; the message names the config key and what is allowed."""
@@ -26,6 +29,17 @@ DEFAULTS = {
 #: benchmarks.throughput --threads 1 --modes batched --k 1 2 4 8 16``). CUDA: on an H200 the fast
 #: path still gains up to K = 128: 902, 1,595 and 2,058 at K = 3, 12 and 128 (benchmarks/GPU.md).
 AUTO_PACK = {"cpu": 4, "cuda": 128}
+
+
+def json_object(text: str) -> dict:
+    """A command-line option's JSON object (argparse ``type``): an unreadable one is a usage error naming the option."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is wanted, like '{{\"ray\": {{\"num_cpus\": 2}}}}'; got {text[:80]!r}")
+    return value
 
 
 def merge(base: dict, over: dict) -> dict:

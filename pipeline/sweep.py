@@ -15,7 +15,6 @@ died (Ray retries it).
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -103,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", required=True)
     parser.add_argument("--out", default="results")
     parser.add_argument("--data", default="data/processed")
-    parser.add_argument("--settings", default="{}", help="resolved workflow config, JSON")
+    parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON")
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     args = parser.parse_args(argv)
-    config = json.loads(args.settings)
+    config = args.settings
     executor = args.executor or config.get("executor", "ray")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a job killed by its scheduler ends like Ctrl-C
     try:
