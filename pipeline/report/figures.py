@@ -273,7 +273,7 @@ def summary(df, results_path, data_root, out, ref=None):
         ax.axhline(exp.chance_error, color="0.5", ls="--", lw=0.8, label=f"chance: always the commonest class ({exp.chance_error:g}%)")
     ax.set_xticks(range(len(models_)), models_, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel=exp.error_label, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the dots, never over them
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, out, df.grid.iloc[0], provenance_note(df))
 
