@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON")
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
+    parser.add_argument("--cores", type=int, default=None, help="a local Ray runtime's CPUs, where ray.num_cpus is unset")
     args = parser.parse_args(argv)
     config = args.settings
+    if args.cores and not config.get("ray", {}).get("num_cpus"):
+        config = settings.merge(config, {"ray": {"num_cpus": args.cores}})
     executor = args.executor or config.get("executor", "ray")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a job killed by its scheduler ends like Ctrl-C
     try:

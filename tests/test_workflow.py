@@ -130,6 +130,20 @@ def test_rerun_does_nothing(workflow_run, mirror):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_another_profile_reruns_every_sweep(workflow_run, mirror):
+    """A profile (here the tiny one with other iterations) is the sweeps' settings: switching to
+    another reruns them all, where Snakemake would otherwise keep the old profile's tables."""
+    work, _ = workflow_run
+    other = work / "tiny_longer.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "budget": {**TINY["budget"], "iterations": {"planar": 31, "mnist": 31, "gtsrb": 13}}}))
+    command = [*SNAKEMAKE[:6], str(other), *SNAKEMAKE[7:], "-n"]
+    planned = subprocess.run(command, cwd=work, env=workflow_env(work, mirror), capture_output=True, text=True, check=True).stdout
+    jobs = [job for job in planned.split("\nrule ") if job.startswith("sweep:")]
+    grids = sorted(re.search(r"wildcards: grid=(\w+)", job)[1] for job in jobs)
+    assert grids == sorted([*CUTS, "noise_family"])
+    assert all("reason: Params have changed since last execution" in job for job in jobs)
+
+
 def test_a_reference_run_becomes_a_column_of_its_table(workflow_run, mirror):
     """A GPU machine's reference run (here this run's own table2, packed and unpacked as one would be)
     is rendered beside the paper's and this run's, with its provenance, and its dots in the figure."""

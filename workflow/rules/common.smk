@@ -72,8 +72,10 @@ def grid_data(wildcards):
     return f"{PROCESSED}/{GRIDS[wildcards.grid]['experiment']}/manifest.json"
 
 
-def sweep_settings(wildcards, threads):
-    """The resolved config a sweep needs, as JSON; Ray gets the cores Snakemake gave the job."""
+def sweep_settings():
+    """The resolved config a sweep needs, as JSON. A value, not a function: Snakemake tracks only
+    a value among a rule's params, so a changed profile, budget or device reruns the sweeps (the
+    trials already done under those settings are kept, and train nothing)."""
     keys = (
         "profile",
         "budget",
@@ -84,10 +86,10 @@ def sweep_settings(wildcards, threads):
         "tracking",
         "executor",
     )
-    settings = {k: config[k] for k in keys if k in config}
-    ray = config.get("ray", {})
-    settings["ray"] = {**ray, "num_cpus": ray.get("num_cpus") or threads}
-    return json.dumps(settings)
+    return json.dumps({k: config[k] for k in keys if k in config})
+
+
+SWEEP_SETTINGS = sweep_settings()
 
 
 wildcard_constraints:

@@ -12,7 +12,7 @@ rule sweep:
     params:
         results=lambda wildcards, output: parent(output[0]),
         processed=lambda wildcards, input: parent(input.data, 2),
-        settings=sweep_settings,
+        settings=SWEEP_SETTINGS,
     shell:
         "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
-        " --settings {params.settings:q} 2>&1 | tee {log:q}"
+        " --settings {params.settings:q} --cores {threads} 2>&1 | tee {log:q}"
