@@ -31,7 +31,7 @@ profile:
 reproduce: profile setup
 	snakemake --cores $(CORES) --configfile $(CONFIGFILE) --config ablations=$(ABLATIONS) --rerun-incomplete
 	@echo "report: $(CURDIR)/reports/index.html"
-	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml config/grids/*.yml) $(if $(filter true,$(ABLATIONS)),$(wildcard config/ablations/*.yaml config/ablations/*.yml))))
+	@python -m pipeline.tracking --experiments $(basename $(notdir $(wildcard config/grids/*.yaml config/grids/*.yml) $(if $(filter true True,$(ABLATIONS)),$(wildcard config/ablations/*.yaml config/ablations/*.yml))))
 
 lint: setup
 	ruff check .
