@@ -50,10 +50,11 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-#: A trial's share of a GPU when ``ray.gpus_per_trial: auto`` on CUDA: four trials per GPU. On an
-#: H200, four processes of IC-STN-4(a) at K = 3 trained 1.71x as fast as one under MPS
-#: (``nvidia-cuda-mps-control -d``) and 1.01x without it, so sharing costs nothing and MPS pays.
-AUTO_GPU_SHARE = 0.25
+#: A trial's share of a GPU when ``ray.gpus_per_trial: auto`` on CUDA: eight trials per GPU. On an
+#: H200 under MPS (``nvidia-cuda-mps-control -d``), processes of IC-STN-4(a) at K = 3 trained
+#: 1.77x as fast as one with four, 2.01x with eight; without MPS four ran 1.01x, so sharing costs
+#: nothing and MPS pays (benchmarks/GPU.md).
+AUTO_GPU_SHARE = 0.125
 
 
 def resolve(settings: dict | None) -> dict:
