@@ -56,9 +56,10 @@ class Reporter:
     def resume(self, trainer: Trainer) -> bool:
         """Load the trial's checkpoint into ``trainer``, if there is one; True when it did."""
         path = self.store.checkpoint(self.key)
-        if path.is_file():
-            trainer.load(path)
-        return path.is_file()
+        if not path.is_file():
+            return False
+        trainer.load(path)
+        return True
 
 
 class _Report(Callback):

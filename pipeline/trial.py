@@ -17,6 +17,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "eval_every")
 
 
+def setting_text(key: str, value) -> str:
+    """A swept setting as labels show it: 'noise_warp=affine', 'lr_geometric=0.001'."""
+    return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+
+
 def digest(obj) -> str:
     """A short, stable digest of a JSON-able value."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
@@ -72,8 +77,8 @@ class Trial:
     @property
     def settings(self) -> str:
         """The swept settings that tell this trial from its model's others: 'noise_warp=affine init=he' ('' if none)."""
-        value = {"noise_warp": self.train["noise_warp"], "init": self.init, "lr_geometric": f"{self.train['lr_geometric']:g}"}
-        return " ".join(f"{k}={value[k]}" for k in self.shown)
+        value = {"noise_warp": self.train["noise_warp"], "init": self.init, "lr_geometric": self.train["lr_geometric"]}
+        return " ".join(setting_text(k, value[k]) for k in self.shown)
 
     @property
     def label(self) -> str:

@@ -29,6 +29,7 @@ from pipeline.grids import GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
 from pipeline.report import one_line_errors  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
+from pipeline.trial import setting_text  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ def series(rows: pd.DataFrame) -> list[tuple[dict, str, pd.DataFrame]]:
     out = []
     for values, g in rows.groupby(keys, sort=True, dropna=False):
         setting = dict(zip(keys, values))
-        swept = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(setting.items())[2:]]
+        swept = [setting_text(k, v) for k, v in list(setting.items())[2:]]
         out.append((setting, ", ".join([f"σ = {setting['sigma_px']:g} px", f"{setting['noise_warp']} noise", *swept]), g))
     return out
 
