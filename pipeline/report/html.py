@@ -20,6 +20,7 @@ from icstn import experiments
 from pipeline import grids, reference, results
 from pipeline.files import write_text
 from pipeline.report import agreement, one_line_errors, tables
+from pipeline.report import figures as figures_
 from pipeline.report.figures import FIGURES
 
 STYLE = """
@@ -153,6 +154,8 @@ def render(
         for fig in [name, *grid.get("figures", [])]:
             png = figures / f"{fig}.png"
             caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
+            if fig in FIGURES and figures_.learnt_from(name, FIGURES[fig], reference_root):
+                caption += f" Drawn from the trained models of the {reference.note(refs[name][1])}, not this run's."
             rel = os.path.relpath(png, out.parent)
             parts.append(f"<figure><img src='{rel}' alt='{fig}'><figcaption class='caption'>{html.escape(caption)} "
                          f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
