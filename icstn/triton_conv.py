@@ -27,6 +27,7 @@ are compiled, or wrapped for the interpreter, on first use, by the setting at th
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -127,26 +128,41 @@ def _wgrad_kernel(x_ptr, dy_ptr, part_ptr, N, H, W, HO, WO, C_IN, C_OUT, G, CHUN
     tl.store(part_ptr + ((s * G + g) * C_OUT + o)[:, None] * R + r[None, :], acc, mask=o_ok[:, None] & r_ok[None, :])
 
 
+class Launch(NamedTuple):
+    """One kernel launch: ``kernel`` ("conv" or "wgrad"), its grid, arguments and compile-time
+    settings (constexprs and num_warps), and the tensor it fills."""
+
+    kernel: str
+    grid: tuple[int, int, int]
+    args: tuple
+    meta: dict
+    out: torch.Tensor
+
+
 @functools.cache
-def _kernels(interpret: bool):
-    """The two kernels, compiled for the GPU (``interpret`` False) or wrapped for Triton's interpreter."""
+def _kernels(interpret: bool) -> dict:
+    """The kernels, compiled for the GPU (``interpret`` False) or wrapped for Triton's interpreter."""
     del interpret  # the cache key: triton.jit reads the same setting
-    return triton.jit(_conv_kernel), triton.jit(_wgrad_kernel)
+    return {"conv": triton.jit(_conv_kernel), "wgrad": triton.jit(_wgrad_kernel)}
 
 
-def _check(*tensors: torch.Tensor) -> tuple:
-    """The kernels for these tensors, or a clear error about what is missing."""
+def _check(*tensors: torch.Tensor) -> None:
+    """A clear error where the kernels cannot run on these tensors."""
     if triton is None:
         raise RuntimeError("the 'triton' convolution needs the triton package: the CUDA build of torch ships it; pip install -e .[triton]")
-    interpret = triton.knobs.runtime.interpret
     for t in tensors:
-        if t.device.type != "cuda" and not interpret:
+        if t.device.type != "cuda" and not triton.knobs.runtime.interpret:
             raise ValueError(f"the 'triton' convolution runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; got {t.device}")
         if t.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"the 'triton' convolution takes float32 or float64 tensors, got {t.dtype}")
         if t.numel() >= _INT32:
             raise ValueError(f"the 'triton' convolution indexes with 32 bits; a tensor of {t.numel():,} elements is too large")
-    return _kernels(interpret)
+
+
+def _run(launch: Launch) -> torch.Tensor:
+    _check(launch.out)
+    _kernels(triton.knobs.runtime.interpret)[launch.kernel][launch.grid](*launch.args, **launch.meta)
+    return launch.out
 
 
 def _precision(dtype: torch.dtype) -> tuple:
@@ -159,8 +175,10 @@ def _precision(dtype: torch.dtype) -> tuple:
     return "ieee", tl.float32
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
-    """Forward (x (B, K*C, H, W) -> (B, K*C', H', W')) or, ``transposed``, the input gradient
+# Tile sizes: by the registers and spills of sm_90 compiles (ptxas -v: 40-100 registers, no
+# spills), not yet by measured time; the GPU decision run is where they get tuned.
+def _conv_launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> Launch:
+    """The forward (x (B, K*C, H, W) -> (B, K*C', H', W')) or, ``transposed``, the input gradient
     (dy (B, K*C', H', W') -> dx (B, K*C, H, W)) of the stacked convolution with w (K, C', C, kh, kw)."""
     k, c_out, c_in, kh, kw = w.shape
     if transposed:  # a 'full' convolution with the flipped kernel: dy's channels in, x's out
@@ -170,27 +188,25 @@ def _conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, transpose
     b, _, h, wd = x.shape
     ho, wo = h + 2 * pad[0] - kh + 1, wd + 2 * pad[1] - kw + 1
     y = torch.empty(b, k * c_out, ho, wo, device=x.device, dtype=x.dtype)  # (B, K*C_out, HO, WO)
-    conv_kernel, _ = _check(x, w, y)
     block_c = min(triton.next_power_of_2(c_out), 64)
     dot = block_c >= DOT_MIN_CHANNELS
     block_c = max(block_c, 16) if dot else block_c  # tl.dot's operands: 16 or more along every axis
     precision, acc = _precision(x.dtype)
     grid = (triton.cdiv(b * ho * wo, 128), triton.cdiv(c_out, block_c), k)
-    conv_kernel[grid](x, w, bias if bias is not None else y, y, b * ho * wo, h, wd, ho, wo, c_in, c_out, k, w_co, w_ci,
-                      KH=kh, KW=kw, PH=pad[0], PW=pad[1], FLIP=transposed, HAS_BIAS=bias is not None, DOT=dot, PRECISION=precision,
-                      ACC=acc, BLOCK_N=128, BLOCK_R=32, BLOCK_C=block_c)  # fmt: skip
-    return y
+    args = (x, w, bias if bias is not None else y, y, b * ho * wo, h, wd, ho, wo, c_in, c_out, k, w_co, w_ci)
+    meta = dict(KH=kh, KW=kw, PH=pad[0], PW=pad[1], FLIP=transposed, HAS_BIAS=bias is not None, DOT=dot, PRECISION=precision,
+                ACC=acc, BLOCK_N=128, BLOCK_R=16, BLOCK_C=block_c, num_warps=8 if dot else 4)  # fmt: skip
+    return Launch("conv", grid, args, meta, y)
 
 
-def _weight_grad(x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size, chunks: int | None = None) -> torch.Tensor:
-    """dw (K, C', C, kh, kw) from x (B, K*C, H, W) and dy (B, K*C', H', W'): partial sums over
-    ``chunks`` runs of positions (default: enough programs to fill a GPU), then their sum."""
-    _, wgrad_kernel = _check(x, dy)
+def _weight_grad_launch(x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size, chunks: int | None = None) -> Launch:
+    """The partial sums of dw (K, C', C, kh, kw) from x (B, K*C, H, W) and dy (B, K*C', H', W'),
+    (chunks, K, C', C*kh*kw), over ``chunks`` runs of positions (default: enough programs to fill a GPU)."""
     k, c_out, c_in, kh, kw = w_shape
     b, _, h, wd = x.shape
     ho, wo = dy.shape[2:]
     n, r = b * ho * wo, c_in * kh * kw
-    block_n, block_r, block_c = 64, 64, min(max(triton.next_power_of_2(c_out), 16), 64)
+    block_n, block_r, block_c = 32, 32, min(max(triton.next_power_of_2(c_out), 16), 64)
     blocks = triton.cdiv(r, block_r) * triton.cdiv(c_out, block_c)
     if chunks is None:
         chunks = max(1, min(WGRAD_PROGRAMS // (k * blocks), triton.cdiv(n, block_n)))
@@ -198,10 +214,20 @@ def _weight_grad(x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size, chunks:
     chunks = triton.cdiv(n, chunk)
     precision, acc = _precision(x.dtype)
     part = torch.empty(chunks, k, c_out, r, device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-    wgrad_kernel[(blocks, chunks, k)](x, dy, part, n, h, wd, ho, wo, c_in, c_out, k, chunk, triton.cdiv(c_out, block_c),
-                                      KH=kh, KW=kw, PRECISION=precision, ACC=acc, BLOCK_N=block_n, BLOCK_R=block_r,
-                                      BLOCK_C=block_c)  # fmt: skip
-    return part.sum(0).view(w_shape).to(x.dtype)  # (K, C', C, kh, kw), the chunks summed in a fixed order
+    args = (x, dy, part, n, h, wd, ho, wo, c_in, c_out, k, chunk, triton.cdiv(c_out, block_c))
+    meta = dict(KH=kh, KW=kw, PRECISION=precision, ACC=acc, BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4)
+    return Launch("wgrad", (blocks, chunks, k), args, meta, part)
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
+    _check(x, w)
+    return _run(_conv_launch(x, w, bias, transposed))
+
+
+def _weight_grad(x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size, chunks: int | None = None) -> torch.Tensor:
+    """dw (K, C', C, kh, kw): the partial sums, then their sum in a fixed order."""
+    _check(x, dy)
+    return _run(_weight_grad_launch(x, dy, w_shape, chunks)).sum(0).view(w_shape).to(x.dtype)
 
 
 class StackedConv2d(torch.autograd.Function):

@@ -1,16 +1,18 @@
 """The Triton convolution (``icstn.triton_conv``) against ``F.conv2d`` and autograd, in float64,
-on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``, set per test).
+on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``, set per test); and each launch
+of the paper's layers compiled for a Hopper GPU, which needs no GPU.
 
 The interpreter runs every kernel program in Python, about a millisecond per tile operation,
 and the FMA path loops over every tap of every channel: the shapes are small, and the gradients
-use 3x3 kernels (a 7x7 input gradient of 8 channels takes 20 s here). It ignores TF32, and
-measures nothing: the TF32 tolerances and the GPU checks are in tests/test_cuda.py, the speed in
-benchmarks/conv_decision.py.
+use small kernels (a 7x7 input gradient of 8 channels takes 20 s here). It ignores TF32, accepts
+code the compiler refuses (hence the compile test), and measures nothing: the TF32 tolerances and
+the GPU checks are in tests/test_cuda.py, the speed in benchmarks/conv_decision.py.
 """
 
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,6 +121,62 @@ def test_bad_input_is_refused_before_any_launch(monkeypatch):
         triton_conv.conv2d_stacked(x, weight, bias[:, :2])
     with pytest.raises(ValueError, match="x, w and bias must share one dtype and device"):
         triton_conv.conv2d_stacked(x.float(), weight, bias)
+
+
+def _bundled_ptxas() -> bool:
+    spec = importlib.util.find_spec("triton")
+    return spec is not None and any((Path(p) / "backends/nvidia/bin/ptxas").is_file() for p in spec.submodule_search_locations)
+
+
+@pytest.fixture
+def conv_fp32_precision():
+    """Sets the cuDNN convolutions' float32 precision, which the Triton kernels follow, for one test."""
+    before = torch.backends.cudnn.conv.fp32_precision
+    yield lambda value: setattr(torch.backends.cudnn.conv, "fp32_precision", value)
+    torch.backends.cudnn.conv.fp32_precision = before
+
+
+COMPILE_CASES = {  # what the paper's layers launch at K = 128, batch 100: shape (C, C', kh, kw, H, W), direction, float32 precision
+    "6->24 forward, tl.dot TF32": ((6, 24, 7, 7, 30, 30), "forward", "tf32"),
+    "4->8 forward, FMA": ((4, 8, 7, 7, 22, 22), "forward", "tf32"),
+    "6->24 input gradient, FMA": ((6, 24, 7, 7, 30, 30), "input", "tf32"),
+    "6->24 input gradient, tl.dot exact": ((6, 24, 7, 7, 30, 30), "input", "ieee"),
+    "6->24 weight gradient, exact": ((6, 24, 7, 7, 30, 30), "weight", "ieee"),
+}
+
+
+@pytest.mark.skipif(not _bundled_ptxas(), reason="needs triton with its bundled CUDA compiler (ptxas)")
+@pytest.mark.parametrize("name", COMPILE_CASES)
+def test_kernels_compile_for_a_hopper_gpu(name, monkeypatch, conv_fp32_precision):
+    """The interpreter runs code the compiler may refuse: each launch is compiled for sm_90 down to
+    machine code by the ptxas that triton ships, no GPU needed, on the path it should take."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    (c, c_out, kh, kw, h, w), direction, precision = COMPILE_CASES[name]
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    conv_fp32_precision(precision)
+    monkeypatch.setattr(triton_conv, "DOT_MIN_CHANNELS", 1 if "tl.dot" in name else 16)
+    k, b = 128, 100
+    shapes = [(b, k * c, h, w), (k, c_out, c, kh, kw), (k, c_out), (b, k * c_out, h - kh + 1, w - kw + 1)]
+    x, weight, bias, dy = (torch.empty(s, device="meta") for s in shapes)  # shapes only: nothing is allocated
+    launch = {
+        "forward": lambda: triton_conv._conv_launch(x, weight, bias, transposed=False),
+        "input": lambda: triton_conv._conv_launch(dy, weight, None, transposed=True),
+        "weight": lambda: triton_conv._weight_grad_launch(x, dy, weight.shape),
+    }[direction]()
+    fn = triton.jit({"conv": triton_conv._conv_kernel, "wgrad": triton_conv._wgrad_kernel}[launch.kernel])
+    meta = dict(launch.meta)
+    options = {"num_warps": meta.pop("num_warps")}
+    signature = {n: "*fp32" if isinstance(v, torch.Tensor) else "i32" for n, v in zip(fn.arg_names, launch.args)}
+    signature |= dict.fromkeys(meta, "constexpr")
+    kernel = triton.compile(ASTSource(fn, signature, meta), target=GPUTarget("cuda", 90, 32), options=options)
+    assert kernel.asm["cubin"]  # ptxas accepted it
+    ptx = kernel.asm["ptx"]
+    if meta.get("DOT", True):
+        assert ("mma" in ptx) == (precision == "tf32")  # tensor cores exactly when TF32 is asked for
+    assert "fma.rn.f32" in ptx or precision == "tf32"
 
 
 def test_an_unknown_convolution_is_named(monkeypatch):
