@@ -88,6 +88,7 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
     assert sorted(ic["n_warps_test"]) == [2, 2, 3, 3]
     assert (df["profile"] == "test").all() and df["git_commit"].notna().all() and (df["iterations"] == 20).all()
     assert df["data_fetched_from"].str.contains(fetched_from(mirror), regex=False).all()
+    assert not df["data_fetched_from"].str.contains(str(mirror), regex=False).any()  # no machine's path travels with results
 
     # rerunning a finished sweep trains nothing and duplicates nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "two_by_two" / "trials").glob("*/record.json")}
