@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icstn import data, experiments, models
+from icstn import checkpoint, data, experiments, models
 from icstn.train import Callback, TrainConfig, Trainer
 from pipeline import provenance
 from pipeline.images import save_image_grid
@@ -97,6 +97,18 @@ def train_config(trial: Trial, cuda_graph: bool = True) -> TrainConfig:
         checkpoint_every=max(1, min(t["eval_every"] or iterations // 5, CHECKPOINT_EVERY)),
         planar_test_samples=trial.test_samples or 1000,
     )
+
+
+def check_checkpoint(trial: Trial, ctx: Context) -> None:
+    """CheckpointError naming a trial's checkpoint that its trainer could not resume: unreadable,
+    or trained with other settings (another model, members or rates: its result would be labelled
+    as this trial's). Run before any compute, where a refusal in the worker would be retried."""
+    path = ctx.store(trial).checkpoint(trial.key)
+    if path.is_file():
+        remedy = "delete it to retrain that trial afresh"
+        model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
+        wanted = checkpoint.identity(model_cfg, train_config(trial, ctx.cuda_graph), trial.seeds, trial.sigmas)
+        checkpoint.check(checkpoint.read(path, remedy=remedy), wanted, f"checkpoint {path}", remedy)
 
 
 def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, where: dict | None = None) -> TrialRecord:

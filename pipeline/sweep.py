@@ -24,7 +24,7 @@ from icstn import data
 from pipeline import executors, grids, results, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
-from pipeline.runner import Context
+from pipeline.runner import Context, check_checkpoint
 from pipeline.store import GridStore
 from pipeline.trial import Trial, digest
 
@@ -61,10 +61,11 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
         best = search.best_settings(grid, trials, ctx, config, backend, tracker)
         trials = search.apply(trials, best)
         summary["best"] = best[grid["models"][0]] if not grid["search"]["per_model"] else best
-    # Before any compute: a damaged record (it would fail the table) and a damaged checkpoint (every retry) each stop the sweep
+    # Before any compute: a damaged record (it would fail the table) and a checkpoint its trial cannot resume
+    # (it would fail every retry, or be resumed as the wrong trial) each stop the sweep
     todo = [t for t in trials if store.record(t.key) is None]
     for t in todo:
-        check_checkpoint(store.checkpoint(t.key))
+        check_checkpoint(t, ctx)
     models = sum(len(t.members) for t in todo)
     print(f"{grid['name']}: {len(trials)} trial{'s' * (len(trials) != 1)}, {len(trials) - len(todo)} already done, {len(todo)} to run "
           f"({models} models of {grid['iterations']:,} iterations on {ctx.device})", file=sys.stderr, flush=True)  # fmt: skip
@@ -84,17 +85,6 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
         tracker.finish_sweep(summary)
     print(f"{grid['name']}: {len(df)} rows -> {path} ({summary['seconds']} s)", file=sys.stderr)
     return path
-
-
-def check_checkpoint(path: Path) -> None:
-    """ValueError naming a checkpoint that exists but cannot be read."""
-    if path.is_file():
-        import torch
-
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to retrain that trial afresh") from None
 
 
 def main(argv: list[str] | None = None) -> int:

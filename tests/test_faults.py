@@ -130,6 +130,42 @@ def test_corrupt_checkpoint_on_resume(tmp_path, data_root):
     assert bad.read_bytes().startswith(b"PK")  # the user's file is left for them to inspect
 
 
+@pytest.mark.parametrize(
+    "model, changes, step, differing",
+    [
+        # a run of a longer schedule at another rate, 600 steps in, put in the folder of a 300-iteration trial
+        (
+            "IC-STN-2(b)",
+            {"lr_geometric": 3e-5, "iterations": 3000},
+            600,
+            ["lr_geometric 3e-05 (wanted 0.001)", "step 600 (wanted 'at most iterations=300')"],
+        ),
+        ("STN(b)", {}, 0, ["model.name 'STN(b)' (wanted 'IC-STN-2(b)')"]),
+    ],
+)
+def test_a_checkpoint_of_other_settings_is_refused_before_compute(tmp_path, data_root, model, changes, step, differing):
+    """Resumed, the first was recorded as the trial's own (its row said 0.001 and 600 iterations); the
+    second failed only in the trial, three times under Ray, in pages naming neither the file nor what to do."""
+    from icstn import data, models
+    from icstn.train import TrainConfig, Trainer
+    from pipeline import grids
+
+    grid = write_grid(tmp_path)
+    trial = grids.expand(grids.load_grid(grid))[0]
+    mnist = data.load(data_root / "processed", "mnist")
+    other = Trainer(models.get_config("mnist", model), TrainConfig(**{**trial.train, **changes}), mnist, trial.seeds, trial.sigmas)
+    other.step = step
+    path = other.save(tmp_path / "r" / "faulty" / "trials" / trial.key / "checkpoint.pt")
+    out = run_cli(["--grid", grid, "--out", tmp_path / "r", "--data", data_root / "processed", "--no-tracking"], timeout=120)
+    assert out.returncode == 2, out.stderr[-3000:]
+    error = out.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: checkpoint {path} was trained with other settings: ")
+    assert error.endswith("; delete it to retrain that trial afresh")
+    assert all(d in error for d in differing), error
+    assert len(out.stderr.strip().splitlines()) == 1 and "Ray" not in out.stderr  # before the Ray runtime starts
+    assert path.is_file() and not (path.parent / "record.json").exists()
+
+
 def test_a_damaged_record_is_named_before_any_compute(tmp_path, data_root):
     from pipeline import grids
 
