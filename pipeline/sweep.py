@@ -39,9 +39,11 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, config:
     settings.check_device(config, executor)
     backend = executors.get(executor)
     grid = grids.load_grid(grid_path, config["budget"])
+    pack = settings.models_per_trial(config["pack"], config["device"])
+    grids.check_size(grid, grid_path, pack, settings.max_trials(config))  # before expanding it, which takes a while for a huge grid
     data.check(data_root, grid["experiment"])  # fail before any compute if the data is not prepared, or damaged
     ctx = Context(str(Path(data_root).resolve()), str(Path(out).resolve()), config["device"], config["cuda_graph"])
-    trials = grids.expand(grid, settings.models_per_trial(config["pack"], config["device"]))
+    trials = grids.expand(grid, pack)
     tracker = None
     if track and config["tracking"]["enabled"]:
         tags = {"profile": config["profile"], "git_commit": git_commit(), "executor": executor}
@@ -68,7 +70,8 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
         check_checkpoint(t, ctx)
     models = sum(len(t.members) for t in todo)
     print(f"{grid['name']}: {len(trials)} trial{'s' * (len(trials) != 1)}, {len(trials) - len(todo)} already done, {len(todo)} to run "
-          f"({models} models of {grid['iterations']:,} iterations on {ctx.device})", file=sys.stderr, flush=True)  # fmt: skip
+          f"({models} models of {grid['iterations']:,} iterations on {ctx.device}): {models * grid['iterations']:,} model-iterations",
+          file=sys.stderr, flush=True)  # fmt: skip
     if todo:
         backend.run(todo, ctx, config, tracker)
     unfinished = [t.key for t in trials if not store.done(t.key)]
@@ -96,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     parser.add_argument("--cores", type=int, default=None, help="a local Ray runtime's CPUs, where ray.num_cpus is unset")
+    parser.add_argument("--max-trials", type=int, default=None, help="refuse a grid of more trials (config key max_trials)")
     args = parser.parse_args(argv)
     config = args.settings
+    if args.max_trials is not None:
+        config = settings.merge(config, {"max_trials": args.max_trials})
     if args.cores and not config.get("ray", {}).get("num_cpus"):
         config = settings.merge(config, {"ray": {"num_cpus": args.cores}})
     executor = args.executor or config.get("executor", "ray")

@@ -104,6 +104,14 @@ def test_a_config_mistake_is_one_line_before_any_job(tmp_path, mirror, override,
     assert not (work / "data").exists() and not (work / "results").exists()
 
 
+def test_the_grid_size_cap_reaches_the_sweep_from_the_command_line(tmp_path, mirror):
+    work = mini_workflow(tmp_path, {})
+    out = snakemake(work, mirror, "-n", "-p", "results/align.parquet", "--config", "max_trials=7")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "--max-trials 7 " in out.stdout  # on the command line, not among the settings: it reruns no sweep
+    assert '"max_trials"' not in out.stdout
+
+
 def test_a_yml_grid_is_a_sweep(tmp_path, mirror):
     work = mini_workflow(tmp_path, {})
     (work / "config" / "grids" / "align.yaml").rename(work / "config" / "grids" / "align2.yml")

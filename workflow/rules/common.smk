@@ -90,6 +90,8 @@ def sweep_settings():
 
 
 SWEEP_SETTINGS = sweep_settings()
+# On the command line, not among the settings: lifting the cap for one grid reruns no other sweep.
+MAX_TRIALS = int(config["max_trials"])
 
 
 wildcard_constraints:
