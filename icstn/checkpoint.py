@@ -98,13 +98,30 @@ def load_state_dict(trainer: Trainer, state: dict, source: str = "checkpoint") -
     trainer.stepper.restart(trainer.step)
 
 
+def write(obj, path: str | Path, name: str | Path | None = None) -> None:
+    """``torch.save`` through a Python file: a write that fails (a full disk) raises the OSError
+    behind it, naming ``name`` (default ``path``), where torch's own writer says only
+    'enforce fail at inline_container.cc: unexpected pos'."""
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__context__  # the file's error, which torch's writer ran into
+        if not isinstance(cause, OSError) or cause.errno is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(name or path)) from exc
+
+
 def save(trainer: Trainer, path: str | Path) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+    """Write a checkpoint atomically (temporary file, then rename); OSError naming ``path`` when it cannot be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state_dict(trainer), tmp)
-    os.replace(tmp, path)
+    try:
+        write(state_dict(trainer), tmp, name=path)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a part written to a full disk holds space the run needs
     return path
 
 

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from icstn import data
-from pipeline import executors, grids, results, search, settings, tracking
+from pipeline import executors, files, grids, results, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
-from pipeline.runner import Context, check_checkpoint
+from pipeline.runner import Context, Unrecoverable, check_checkpoint
 from pipeline.store import GridStore
 from pipeline.trial import Trial, digest
 
@@ -43,17 +43,38 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, config:
     grids.check_size(grid, grid_path, pack, settings.max_trials(config))  # before expanding it, which takes a while for a huge grid
     data.check(data_root, grid["experiment"])  # fail before any compute if the data is not prepared, or damaged
     ctx = Context(str(Path(data_root).resolve()), str(Path(out).resolve()), config["device"], config["cuda_graph"])
+    track = track and config["tracking"]["enabled"]
+    check_space(ctx, config, track)
     trials = grids.expand(grid, pack)
     tracker = None
-    if track and config["tracking"]["enabled"]:
+    if track:
+        files.quiet_disk_full("mlflow.store.db.utils")  # a store on a full disk: the sweep says so once
         tags = {"profile": config["profile"], "git_commit": git_commit(), "executor": executor}
         tracker = tracking.Tracker(grid, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
     try:
         return _run(grid, trials, ctx, config, backend, tracker, {"profile": config["profile"], "executor": executor})
     except BaseException as exc:  # no MLflow run of a failed or interrupted sweep stays RUNNING
+        # what a full disk could not write: the file its error names, else an MLflow store's (sqlite's
+        # 'database or disk is full' names none), else the results
+        store_full = tracker is not None and not isinstance(files.out_of_space(exc), OSError)
+        full = files.disk_full(exc, tracker.uri if store_full else ctx.results)
         if tracker is not None:
-            tracker.abort("KILLED" if isinstance(exc, KeyboardInterrupt | SweepInterrupted) else "FAILED")
+            try:
+                tracker.abort("KILLED" if isinstance(exc, KeyboardInterrupt | SweepInterrupted) else "FAILED")
+            except Exception:
+                if full is None:
+                    raise  # a full store cannot record it either: its runs stay RUNNING until the rerun
+        if full is not None and full is not exc:
+            raise full from exc
         raise
+
+
+def check_space(ctx: Context, config: dict, track: bool) -> None:
+    """DiskFull, before any compute, where the results or a local MLflow store would be written to a full filesystem."""
+    files.check_space(ctx.results, "the results")
+    uri = tracking.tracking_uri(config["tracking"]["uri"])
+    if track and uri.startswith("sqlite:///"):
+        files.check_space(tracking.sqlite_path(uri), f"the MLflow store {uri}")
 
 
 def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, tracker, summary: dict) -> Path:
@@ -110,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a job killed by its scheduler ends like Ctrl-C
     try:
         sweep(args.grid, args.out, args.data, config, executor, track=not args.no_tracking)
-    except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError) as exc:
+    except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError, files.DiskFull, Unrecoverable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SweepInterrupted) as exc:
