@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 class SettingsError(ValueError):
@@ -78,6 +79,15 @@ def models_per_trial(pack: int | str, device: str) -> int:
     if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
         raise SettingsError(f"config key 'pack': expected 'auto' or an integer >= 1, got {pack!r}")
     return pack
+
+
+MAX_TRIALS_ENV = "ICSTN_MAX_TRIALS"  # the cap a sweep takes when --max-trials is not given
+
+
+def export_max_trials(value: int) -> None:
+    """Give this process's jobs (the workflow's sweeps) a cap on a grid's trials, through their
+    environment: among their tracked settings, changing it would rerun every sweep."""
+    os.environ[MAX_TRIALS_ENV] = str(value)
 
 
 def max_trials(settings: dict) -> int:

@@ -15,6 +15,7 @@ died (Ray retries it).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     parser.add_argument("--cores", type=int, default=None, help="a local Ray runtime's CPUs, where ray.num_cpus is unset")
-    parser.add_argument("--max-trials", type=int, default=None, help="refuse a grid of more trials (config key max_trials)")
+    parser.add_argument("--max-trials", type=int, default=os.environ.get(settings.MAX_TRIALS_ENV),
+                        help=f"refuse a grid of more trials (default: {settings.MAX_TRIALS_ENV}, else config key max_trials)")  # fmt: skip
     args = parser.parse_args(argv)
     config = args.settings
     if args.max_trials is not None:

@@ -15,4 +15,4 @@ rule sweep:
         settings=SWEEP_SETTINGS,
     shell:
         "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
-        " --settings {params.settings:q} --cores {threads} --max-trials {MAX_TRIALS} 2>&1 | tee {log:q}"
+        " --settings {params.settings:q} --cores {threads} 2>&1 | tee {log:q}"
