@@ -75,8 +75,45 @@ def test_corrupt_checkpoint_is_named(mnist, tmp_path):
 
 def test_checkpoint_of_another_model_is_refused(mnist, tmp_path):
     trainer(mnist, seeds=(1,)).save(tmp_path / "c.pt")
-    with pytest.raises(ValueError, match=r"seeds \[1\]"):
+    with pytest.raises(ValueError, match=r"seeds \[1\] \(wanted \[2\]\)"):
         trainer(mnist, seeds=(2,)).load(tmp_path / "c.pt")
+
+
+@pytest.mark.parametrize(
+    "stored, wanted, message",
+    [
+        ({"lr_geometric": 3e-5}, {}, r"lr_geometric 3e-05 \(wanted 0.001\)"),
+        ({"batch_size": 8}, {}, r"batch_size 8 \(wanted 16\)"),
+        ({"noise_warp": "affine"}, {}, r"noise_warp 'affine' \(wanted 'homography'\)"),
+        ({"iterations": 3}, {"iterations": 2}, r"step 3 \(wanted 'at most iterations=2'\)"),  # past the wanted end
+        ({"init": "he"}, {"init": "code"}, r"model.init \{'scheme': 'he', .*\} \(wanted \{'scheme': 'normal', .*\}\)"),
+        ({"name": "STN(b)"}, {}, r"model.name 'STN\(b\)' \(wanted 'IC-STN-2\(b\)'\)"),
+    ],
+)
+def test_checkpoint_of_other_settings_is_refused(mnist, tmp_path, stored, wanted, message):
+    """It would resume as if it were the wanted run's, and its result be labelled with the wrong settings."""
+
+    def make(changes):
+        changes = dict(changes)
+        cfg = models.get_config("mnist", changes.pop("name", "IC-STN-2(b)"), changes.pop("init", None))
+        train = TrainConfig(**{"iterations": 3, "batch_size": 16, "lr_classifier": 0.1, "lr_geometric": 1e-3, **changes})
+        return Trainer(cfg, train, mnist, [0], [3.5])
+
+    first = make(stored)
+    first.fit()
+    first.save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=f"checkpoint {tmp_path / 'c.pt'} was trained with other settings: {message}.*; delete it"):
+        make(wanted).load(tmp_path / "c.pt")
+
+
+def test_checkpoint_may_differ_in_what_does_not_change_the_weights(mnist, tmp_path):
+    """When it logs, evaluates and saves, and how a step runs: a run resumes with its own."""
+    first = trainer(mnist, iterations=3, log_every=1, eval_every=1, checkpoint_every=1, eval_seed=3, cuda_graph=False, tf32=False)
+    first.fit()
+    first.save(tmp_path / "c.pt")
+    resumed = trainer(mnist, iterations=6, log_every=2)
+    resumed.load(tmp_path / "c.pt")
+    assert resumed.step == 3
 
 
 def test_callbacks_and_bad_input(mnist):

@@ -9,6 +9,7 @@ from pipeline.fetch import default_mirror
 from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
+from pipeline.settings import export_max_trials
 
 # config/grids always; config/ablations too when switched on (--config ablations=true)
 GRID_FILES = discover(
@@ -90,6 +91,9 @@ def sweep_settings():
 
 
 SWEEP_SETTINGS = sweep_settings()
+# The cap on a grid's trials reaches the sweeps through their environment, not among their
+# settings: lifting it for one grid (--config max_trials=N) reruns no other sweep.
+export_max_trials(config["max_trials"])
 
 
 wildcard_constraints:
