@@ -1,17 +1,24 @@
-"""A reference run: one grid's results from a GPU machine, committed beside the reports.
+"""A reference: one grid of the paper profile, grown by any number of runs on GPU machines, committed.
 
-    python -m pipeline.reference prepare --grid table2 --work WORK --seeds 16 [--extra JSON] [--fit FIT.jsonl]
-    python -m pipeline.reference pack --results RESULTS --grid table2 --out table2.tar.gz [--profile reference]
+    python -m pipeline.reference prepare --grid table2 --work WORK --seeds 5 [--extra JSON]
+    python -m pipeline.reference restore --grid table2 --results WORK/results [--reference reports/reference]
+    python -m pipeline.reference pack --results WORK/results --grid table2 --out table2.tar.gz [--seconds S]
     python -m pipeline.reference unpack table2.tar.gz [--into reports/reference]
 
-``prepare`` writes what the run trains (``benchmarks/reference_run.sh``): a copy of the grid with
-more seeds (a profile's budget only lowers seeds) and the settings, the reference profile over the
-main config, with the iterations a timing run fitted to the time at hand. ``pack`` runs where the
-grid was trained (``benchmarks/reference_run.sh``): it writes one archive
-(at most 16 MiB) with the grid's results table, the arrays its figures need, and the provenance
-(card, torch, driver, commit, iterations, seeds, date). ``unpack`` lays it out as
-``reports/reference/<grid>/``, a results folder like any other (``pipeline.store``), which every
-report then renders as a column "reference (GPU)" beside the paper's and this run's.
+``reports/reference/<grid>/`` is a results folder (``pipeline.store``) kept small:
+
+    <grid>.parquet          the results table of the finished trials (none until one finishes)
+    provenance.json         the grid's budget, every trial's step, and one entry per run that grew it
+    <grid>/trials/<key>/    record.json and arrays.npz of a finished trial, and the state a run
+                            continues: checkpoint.pt (unfinished) or final.pt (finished; a longer budget
+                            continues it). Nothing else: no per-member copies, no Ray or MLflow records.
+
+A run (``benchmarks/reference_run.sh GRID MINUTES``) restores the committed reference as the
+results folder of a sweep, runs the sweep for MINUTES (its time limit: every trial checkpoints and
+stops), and packs the folder back into one archive (at most 16 MiB), its run's provenance
+appended; ``unpack`` lays that out as ``reports/reference/<grid>/`` in a checkout, whole or not at
+all. Every report renders the reference as a column "reference (GPU)" beside the paper's and this
+run's, and says how far it has got (``progress``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -29,20 +37,22 @@ from pathlib import Path
 import pandas as pd
 import pyarrow
 
-from pipeline import provenance
+from pipeline import provenance, results
 from pipeline.files import atomic
 from pipeline.settings import json_object
 from pipeline.store import GridStore
 
 MAX_BYTES = 16 * 2**20
 ROOT = Path("reports/reference")
+PROVENANCE = "provenance.json"
+#: a trial's files a reference keeps: its result, its figures' arrays, and the state a run continues
+KEPT = ("record.json", "arrays.npz", "checkpoint.pt", "final.pt", "continued.json")
 
 
-def prepare(grid: str, work: str | Path, seeds: int, extra: dict | None = None, fit: str | Path | None = None,
-            config: str | Path = "config") -> str:  # fmt: skip
-    """Write ``<work>/grids/<grid>.yaml`` (seeds 0..seeds-1) and ``<work>/settings.json``; returns
-    the grid's experiment. ``fit``: the JSON lines of ``benchmarks.throughput --fit``, whose last
-    fitted iterations become the budget's."""
+def prepare(grid: str, work: str | Path, seeds: int, extra: dict | None = None, config: str | Path = "config") -> str:
+    """Write ``<work>/grids/<grid>.yaml`` (seeds 0..seeds-1: a profile's budget only lowers seeds)
+    and ``<work>/settings.json`` (the paper profile, inline, untracked, and ``extra`` over it);
+    returns the grid's experiment."""
     import yaml
 
     work, config = Path(work), Path(config)
@@ -50,25 +60,23 @@ def prepare(grid: str, work: str | Path, seeds: int, extra: dict | None = None, 
     spec["seeds"] = list(range(seeds))
     (work / "grids").mkdir(parents=True, exist_ok=True)
     (work / "grids" / f"{grid}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    settings = {**yaml.safe_load((config / "config.yaml").read_text()), **yaml.safe_load((config / "reference.yaml").read_text())}
+    settings = yaml.safe_load((config / "config.yaml").read_text()) | {"executor": "inline", "tracking": {"enabled": False}}
     settings |= {**(extra or {}), "grids": str(work / "grids")}
-    if fit is not None:
-        fitted = [json.loads(line) for line in Path(fit).read_text().splitlines() if '"fit"' in line]
-        if not fitted:
-            raise ValueError(f"{fit}: no fitted iterations (benchmarks.throughput --fit) in it")
-        settings["budget"] = {**settings.get("budget", {}), "iterations": fitted[-1]["iterations"]}
     (work / "settings.json").write_text(json.dumps(settings))
     return spec["experiment"]
 
 
 def describe_machine() -> dict:
-    """This machine's card, its driver, torch and CUDA: what a GPU figure needs beside it."""
+    """This machine's card, its driver, torch and CUDA, and whether training steps use TF32."""
     import subprocess
 
     import torch
 
+    from icstn.train import TrainConfig
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": provenance.device_name(device)}
+    out["tf32"] = device == "cuda" and TrainConfig.tf32  # the trainer's setting on CUDA; a CPU computes in fp32
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20)  # fmt: skip
@@ -78,33 +86,121 @@ def describe_machine() -> dict:
     return out
 
 
-def pack(results_dir: str | Path, grid: str, out: str | Path, profile: str = "reference") -> Path:
-    """The archive of ``<results_dir>/<grid>.parquet`` and its trials' arrays, with the provenance."""
+# --- a results folder <-> a reference ----------------------------------------------------------
+def restore(grid: str, results_dir: str | Path, root: str | Path = ROOT) -> Path | None:
+    """Lay out the reference of ``grid`` as ``results_dir``'s store of it, for a sweep to continue;
+    returns the reference's folder, or None where the grid has none (the sweep starts afresh).
+    ValueError where ``results_dir`` already holds the grid (a reference is never mixed into a run)."""
+    source, results_dir = Path(root) / grid, Path(results_dir)
+    if not (source / PROVENANCE).is_file():
+        return None
     store = GridStore(results_dir, grid)
-    df = pd.read_parquet(store.table)
-    facts = {
-        "grid": grid,
-        "profile": profile,
+    if store.root.exists() or store.table.exists():
+        raise ValueError(f"{results_dir} already holds {grid}: restore the reference into an empty results folder")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=results_dir, prefix=f".{grid}-") as tmp:  # whole or nothing
+        shutil.copytree(source, Path(tmp) / "copy")
+        for item in (Path(tmp) / "copy").iterdir():
+            item.rename(results_dir / item.name)
+    return source
+
+
+def trial_states(store: GridStore, keys: list[str]) -> dict[str, dict]:
+    """Each trial's step, budget, whether it finished and whether a run can continue it (its
+    checkpoint, or a finished trial's final state), from its record or its checkpoint."""
+    import torch
+
+    states = {}
+    for key in keys:
+        record = store.record(key)
+        if record is not None:
+            states[key] = {"step": record.iterations, "iterations": record.iterations, "finished": True,
+                           "continuable": (store.folder(key) / "final.pt").is_file()}  # fmt: skip
+        elif store.checkpoint(key).is_file():
+            state = torch.load(store.checkpoint(key), map_location="cpu", weights_only=True)
+            states[key] = {"step": state["step"], "iterations": state["train_config"]["iterations"], "finished": False, "continuable": True}
+        else:
+            states[key] = {"step": 0, "iterations": None, "finished": False, "continuable": False}
+    budget = max((s["iterations"] for s in states.values() if s["iterations"]), default=None)
+    return {k: s | {"iterations": s["iterations"] or budget} for k, s in states.items()}
+
+
+def _sweep_keys(store: GridStore) -> tuple[list[str], str]:
+    """The trials of the store's last sweep and its profile (every trial folder where it names none)."""
+    summary = json.loads(store.summary.read_text()) if store.summary.is_file() else {}
+    keys = summary.get("keys") or sorted(p.name for p in store.root.glob("trials/*") if p.is_dir())
+    return keys, summary.get("profile", "paper")
+
+
+def _layout(results_dir: Path, grid: str, folder: Path, seconds: float | None) -> dict:
+    """Write the compact reference of ``results_dir``'s grid into ``folder``; returns its provenance."""
+    store = GridStore(results_dir, grid)
+    keys, profile = _sweep_keys(store)
+    states = trial_states(store, keys)
+    finished = [k for k in keys if states[k]["finished"]]
+    if finished:  # the finished trials' table replaces an earlier run's
+        table = results.collect(store, finished, profile)
+        results.write(table, folder / f"{grid}.parquet")
+    elif store.table.is_file():  # none finished yet: the earlier table stands
+        table = pd.read_parquet(store.table)
+        shutil.copyfile(store.table, folder / f"{grid}.parquet")
+    else:
+        table = None
+    shown = set(table.trial_key) if table is not None else set()
+    target = GridStore(folder, grid)
+    for trial in sorted(p for p in store.root.glob("trials/*") if p.is_dir()):
+        if trial.name in shown or (trial / "checkpoint.pt").is_file() or (trial / "final.pt").is_file():
+            for name in KEPT:
+                if (trial / name).is_file():
+                    target.folder(trial.name).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(trial / name, target.folder(trial.name) / name)
+    for cached in store.root.glob("cache/*.json"):  # values trials share (a linear baseline)
+        (target.root / "cache").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, target.root / "cache" / cached.name)
+    if store.summary.is_file():
+        shutil.copyfile(store.summary, target.summary)
+    earlier = results_dir / PROVENANCE
+    facts = json.loads(earlier.read_text()) if earlier.is_file() else {"grid": grid, "profile": profile, "runs": []}
+    steps = [s["step"] for s in states.values()] or [0]
+    run = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "git_commit": provenance.git_commit(),
-        "iterations": sorted(int(i) for i in df.iterations.unique()),
-        "seeds": sorted(int(s) for s in df.seed.unique()),
-        "models": list(dict.fromkeys(df.model)),
         **describe_machine(),
-        "trained_on": sorted(df.device.unique()),
-        "seconds": float(df.drop_duplicates("trial_key").seconds.sum()),
+        "seconds": seconds,
+        "steps": {"min": min(steps), "max": max(steps)},
+        "finished": len(finished),
+        "trials": len(keys),
     }
-    with atomic(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
-        _add(tar, f"{grid}/{grid}.parquet", store.table.read_bytes())
-        for key in df.trial_key.unique():
-            arrays = store.folder(key) / "arrays.npz"
-            _add(tar, f"{grid}/{grid}/trials/{key}/arrays.npz", arrays.read_bytes())
-        _add(tar, f"{grid}/provenance.json", json.dumps(facts, indent=1).encode())
-    size = Path(out).stat().st_size
-    if size > MAX_BYTES:
-        Path(out).unlink()
-        raise ValueError(f"the reference archive of {grid} is {size / 2**20:.1f} MiB, over {MAX_BYTES // 2**20} MiB: fewer seeds or models")
-    return Path(out)
+    budget = max((s["iterations"] for s in states.values() if s["iterations"]), default=facts.get("iterations"))
+    facts |= {"profile": profile, "iterations": budget, "trials": states, "runs": [*facts.get("runs", []), run]}
+    (folder / PROVENANCE).write_text(json.dumps(facts, indent=1))
+    return facts
+
+
+def size(folder: str | Path) -> int:
+    """The bytes of every file under ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def pack(results_dir: str | Path, grid: str, out: str | Path, seconds: float | None = None) -> Path:
+    """The archive of ``results_dir``'s grid as a reference (``_layout``), this run's provenance
+    appended; ValueError, and no archive, where the reference would exceed ``MAX_BYTES``."""
+    results_dir, out = Path(results_dir), Path(out)
+    if not GridStore(results_dir, grid).root.is_dir():
+        raise ValueError(f"{results_dir} holds no results of {grid}: nothing to pack")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / grid
+        folder.mkdir()
+        _layout(results_dir, grid, folder, seconds)
+        total = size(folder)
+        if total > MAX_BYTES:
+            raise ValueError(f"the reference of {grid} is {total / 2**20:.1f} MiB, over its cap of {MAX_BYTES / 2**20:g} MiB: "
+                             "train fewer seeds or models in it")  # fmt: skip
+        with atomic(out) as part, tarfile.open(part, "w:gz") as tar:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    _add(tar, f"{grid}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+    return out
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -122,14 +218,14 @@ def unpack(archive: str | Path, into: str | Path = ROOT) -> Path:
         with tarfile.open(archive, "r:gz") as tar:
             names = tar.getnames()
             grid = names[0].split("/")[0] if names else ""
-            needed = {f"{grid}/{grid}.parquet", f"{grid}/provenance.json"}
-            if not needed <= set(names) or any(n.split("/")[0] != grid or ".." in n.split("/") for n in names):
+            if f"{grid}/{PROVENANCE}" not in names or any(n.split("/")[0] != grid or ".." in n.split("/") for n in names):
                 raise ValueError(f"{archive}: not a reference archive (`python -m pipeline.reference pack` writes one: "
-                                 "<grid>/<grid>.parquet, <grid>/provenance.json and the arrays, all under <grid>/)")  # fmt: skip
+                                 f"<grid>/{PROVENANCE}, the results table and the trials' files, all under <grid>/)")  # fmt: skip
             into.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=into, prefix=f".{grid}-") as tmp:  # beside the target: renames stay on one disk
                 tar.extractall(tmp, filter="data")
                 load(grid, tmp)  # readable as the reports will read it
+                json.loads((Path(tmp) / grid / PROVENANCE).read_text())
                 final, old = into / grid, Path(tmp) / "replaced"
                 if final.exists():
                     final.rename(old)  # removed with the temporary folder
@@ -139,55 +235,105 @@ def unpack(archive: str | Path, into: str | Path = ROOT) -> Path:
     return into / grid
 
 
+# --- what the reports read ---------------------------------------------------------------------
 def load(grid: str, root: str | Path = ROOT) -> tuple[pd.DataFrame, dict] | None:
-    """A grid's reference results table and provenance, or None when it has none."""
+    """A grid's reference results table and provenance, or None when no trial of it has finished."""
     folder = Path(root) / grid
     table = folder / f"{grid}.parquet"
     if not table.is_file():
         return None
-    return pd.read_parquet(table), json.loads((folder / "provenance.json").read_text())
+    return pd.read_parquet(table), json.loads((folder / PROVENANCE).read_text())
+
+
+def facts_of(grid: str, root: str | Path = ROOT) -> dict | None:
+    """A grid's reference provenance, or None when it has none (with or without a table)."""
+    path = Path(root) / grid / PROVENANCE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def progress(facts: dict, title: str | None = None) -> str:
+    """How far the reference has got, in one line: 'Table 2 reference: 41,000 of 200,000 iterations'."""
+    return f"{title or facts['grid']} reference: {reached(facts)}"
+
+
+def reached(facts: dict) -> str:
+    """The least step of the reference's trials against its budget, and what finished."""
+    states, budget = list(facts["trials"].values()), facts["iterations"]
+    steps = [s["step"] for s in states]
+    done = sum(s["finished"] and s["step"] >= budget for s in states)
+    line = f"{min(steps):,} of {budget:,} iterations"
+    if done == len(states):
+        return line + f", all {len(states)} trials"
+    if done:
+        return line + f"; {done} of {len(states)} trials finished, the others at {_span(s['step'] for s in states if not s['finished'])}"
+    if min(steps) != max(steps):
+        line += f" (its {len(states)} trials at {_span(steps)})"
+    if not any(s.get("continuable", True) for s in states):
+        line += "; no checkpoints: its next run starts afresh"
+    return line
+
+
+def _span(steps) -> str:
+    steps = sorted(steps)
+    return f"{steps[0]:,}" if steps[0] == steps[-1] else f"{steps[0]:,}-{steps[-1]:,}"
 
 
 def note(facts: dict) -> str:
-    """The reference's provenance in one line."""
+    """The reference's provenance in one line: its runs' cards, torch, commits and dates."""
+    runs = facts["runs"]
+    cards = ", ".join(dict.fromkeys(_card(r) for r in runs))
+    torches = ", ".join(dict.fromkeys(r["torch"] for r in runs))
+    commits = ", ".join(dict.fromkeys(r["git_commit"] for r in runs))
+    tf32 = "TF32" if all(r.get("tf32") for r in runs) else "TF32 in some runs" if any(r.get("tf32") for r in runs) else "fp32"
+    when = runs[0]["date"] if len(runs) == 1 else f"{runs[0]['date']} to {runs[-1]['date']}"
     return (
-        f"reference (GPU): {facts['profile']} profile, {', '.join(map(str, facts['iterations']))} iterations, "
-        f"{len(facts['seeds'])} seeds, {_card(facts)}, torch {facts['torch']}, "
-        f"commit {facts['git_commit']}, {facts['date']}"
+        f"reference (GPU): {facts['profile']} profile, {reached(facts)}; {len(runs)} run{'s' * (len(runs) != 1)} "
+        f"({sum(r.get('seconds') or 0 for r in runs):,.0f} s), {cards}, {tf32}, torch {torches}, commit {commits}, {when}"
     )
 
 
-def _card(facts: dict) -> str:
-    smi = facts.get("nvidia-smi", "")
-    return smi if smi and not smi.startswith("unavailable") else facts["device"]
+def _card(run: dict) -> str:
+    smi = run.get("nvidia-smi", "")
+    return smi if smi and not smi.startswith("unavailable") else run["device"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="the grid with more seeds, and the settings, for a reference run")
+    p = sub.add_parser("prepare", help="the grid with more seeds, and the paper profile's settings, for a reference run")
     p.add_argument("--grid", required=True)
     p.add_argument("--work", required=True)
     p.add_argument("--seeds", type=int, required=True)
     p.add_argument("--extra", type=json_object, default={}, help="JSON over the profile, e.g. a CPU dry run's budget")
-    p.add_argument("--fit", help="benchmarks.throughput --fit output: its iterations become the budget's")
-    p = sub.add_parser("pack", help="a grid's results into one archive")
+    p = sub.add_parser("restore", help="the committed reference of a grid as a results folder a sweep continues")
+    p.add_argument("--grid", required=True)
+    p.add_argument("--results", required=True)
+    p.add_argument("--reference", default=str(ROOT))
+    p = sub.add_parser("pack", help="a grid's results folder into one reference archive")
     p.add_argument("--results", required=True)
     p.add_argument("--grid", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--profile", default="reference")
+    p.add_argument("--seconds", type=float, default=None, help="this run's seconds, for its provenance")
     p = sub.add_parser("unpack", help="an archive into reports/reference/<grid>/")
     p.add_argument("archive")
     p.add_argument("--into", default=str(ROOT))
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            print(prepare(args.grid, args.work, args.seeds, args.extra, args.fit))
+            print(prepare(args.grid, args.work, args.seeds, args.extra))
+        elif args.command == "restore":
+            source = restore(args.grid, args.results, args.reference)
+            facts = facts_of(args.grid, args.reference)
+            print(f"{progress(facts)}: restored into {args.results}" if source else f"no reference of {args.grid}: it starts afresh",
+                  file=sys.stderr)  # fmt: skip
         elif args.command == "pack":
-            path = pack(args.results, args.grid, args.out, args.profile)
-            print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB", file=sys.stderr)
+            path = pack(args.results, args.grid, args.out, args.seconds)
+            with tarfile.open(path) as tar:
+                facts = json.loads(tar.extractfile(f"{args.grid}/{PROVENANCE}").read())
+            print(f"{progress(facts)}; {path}: {path.stat().st_size / 2**20:.2f} MiB", file=sys.stderr)
         else:
-            print(unpack(args.archive, args.into), file=sys.stderr)
+            folder = unpack(args.archive, args.into)
+            print(f"{progress(facts_of(folder.name, folder.parent))}: {folder}", file=sys.stderr)
     except (ValueError, FileNotFoundError, tarfile.TarError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,13 +1,121 @@
-"""pipeline.reference unpack: a GPU machine's archive laid out for the reports, or refused whole."""
+"""pipeline.reference: a reference grown by runs that each stop at a limit, packed compactly, laid out
+for the reports or refused whole, and restored so that the next run continues it exactly."""
 
+import json
+import re
 import tarfile
 
+import pandas as pd
 import pytest
+import yaml
 
-from pipeline import reference
+from pipeline import reference, sweep
+from pipeline.stop import Limit
 from tests.conftest import REPO
 
 COMMITTED = REPO / "reports" / "reference" / "table2"
+GRID = {
+    "experiment": "mnist",
+    "models": ["IC-STN-2(b)", "CNN(b)"],
+    "seeds": [0, 1],
+    "iterations": 20,
+    "batch_size": 20,
+    "lr_geometric": 0.001,
+    "lr_classifier": 0.1,
+    "eval_every": 10,
+    "test_samples": 100,
+    "test_warps": [3],
+}
+TIMING = ["seconds", "device", "git_commit"]  # how long a run took, and where: the rest must be bit for bit
+
+
+def write_grid(folder, **changes):
+    """The grid 'grown' (its name is part of every trial's key), in a folder of its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "grown.yaml"
+    path.write_text(yaml.safe_dump({**GRID, **changes}))
+    return path
+
+
+def table(path) -> pd.DataFrame:
+    df = pd.read_parquet(path).drop(columns=TIMING)
+    return df.sort_values(["model", "seed", "metric", "n_warps_test"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_root):
+    """The grid trained in one go: the table a reference grown by interrupted runs must give."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    return sweep.sweep(write_grid(tmp), tmp / "res", data_root / "processed", {}, executor="inline", track=False)
+
+
+def grow(tmp_path, data_root, root, n, grid, limit=None):
+    """One run as benchmarks/reference_run.sh makes it: restore, sweep to the limit, pack, unpack."""
+    results = tmp_path / f"run{n}"
+    reference.restore("grown", results, root)
+    try:
+        sweep.sweep(grid, results, data_root / "processed", {}, executor="inline", track=False, limit=limit)
+    except sweep.SweepStopped:
+        pass
+    archive = reference.pack(results, "grown", tmp_path / f"grown{n}.tar.gz", seconds=1.5)
+    return reference.unpack(archive, root), archive
+
+
+def test_a_reference_grown_by_stopped_runs_gives_the_uninterrupted_table(tmp_path, data_root, uninterrupted):
+    root, grid = tmp_path / "reference", write_grid(tmp_path / "grid")
+    folder, archive = grow(tmp_path, data_root, root, 1, grid, Limit(step=7))
+    facts = reference.facts_of("grown", root)
+    assert reference.progress(facts) == "grown reference: 0 of 20 iterations (its 2 trials at 0-7)"
+    assert reference.load("grown", root) is None  # no trial finished: no table, no column
+    with tarfile.open(archive) as tar:  # compact: the state a run continues, nothing a run can rebuild
+        names = tar.getnames()
+    assert [n for n in names if n.endswith(".pt")] == [n for n in names if n.endswith("/checkpoint.pt")] and len(names) == 3
+    folder, _ = grow(tmp_path, data_root, root, 2, grid, Limit(step=13))
+    assert reference.progress(reference.facts_of("grown", root)) == "grown reference: 0 of 20 iterations (its 2 trials at 0-13)"
+    folder, _ = grow(tmp_path, data_root, root, 3, grid)
+    pd.testing.assert_frame_equal(table(folder / "grown.parquet"), table(uninterrupted), check_exact=True)
+    facts = reference.facts_of("grown", root)
+    assert reference.progress(facts, "Grown") == "Grown reference: 20 of 20 iterations, all 2 trials"
+    assert [r["steps"] for r in facts["runs"]] == [{"min": 0, "max": 7}, {"min": 0, "max": 13}, {"min": 20, "max": 20}]
+    assert [r["finished"] for r in facts["runs"]] == [0, 0, 2] and all(r["seconds"] == 1.5 and "tf32" in r for r in facts["runs"])
+    assert "3 runs (4 s)" in reference.note(facts)
+    assert not list(folder.rglob("checkpoint.pt")) and len(list(folder.rglob("final.pt"))) == 2  # what a longer budget continues
+
+
+def test_a_longer_budget_continues_the_references_finished_trials(tmp_path, data_root, uninterrupted):
+    root = tmp_path / "reference"
+    grow(tmp_path, data_root, root, 1, write_grid(tmp_path / "short", iterations=10))
+    assert reference.progress(reference.facts_of("grown", root)) == "grown reference: 10 of 10 iterations, all 2 trials"
+    folder, _ = grow(tmp_path, data_root, root, 2, write_grid(tmp_path / "long"))
+    pd.testing.assert_frame_equal(table(folder / "grown.parquet"), table(uninterrupted), check_exact=True)
+    records = [json.loads(p.read_text()) for p in folder.rglob("record.json")]
+    assert sorted(r["iterations"] for r in records) == [20, 20] and all(r["continued_from"]["step"] == 10 for r in records)
+
+
+def test_a_reference_over_its_cap_is_refused(tmp_path, data_root, uninterrupted, monkeypatch):
+    monkeypatch.setattr(reference, "MAX_BYTES", 2**16)
+    out = tmp_path / "grown.tar.gz"
+    with pytest.raises(ValueError, match=r"^the reference of grown is \d+\.\d MiB, over its cap of 0\.0625 MiB: train fewer seeds"):
+        reference.pack(uninterrupted.parent, "grown", out)
+    assert not out.exists()
+
+
+def test_restore_never_mixes_a_reference_into_a_run(tmp_path):
+    results = tmp_path / "results"
+    (results / "table2").mkdir(parents=True)
+    with pytest.raises(ValueError, match=f"^{results} already holds table2: restore the reference into an empty results folder"):
+        reference.restore("table2", results, COMMITTED.parent)
+    assert reference.restore("table3", tmp_path / "fresh", COMMITTED.parent) is None  # no reference: a run starts afresh
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_the_committed_table2_reference_says_how_far_it_has_got():
+    facts = reference.facts_of("table2", COMMITTED.parent)
+    line = reference.progress(facts, "Table 2")
+    assert line == "Table 2 reference: 6,400 of 200,000 iterations; no checkpoints: its next run starts afresh"
+    assert len(facts["runs"]) == 1 and facts["runs"][0]["tf32"] is True and facts["runs"][0]["device"] == "NVIDIA H200"
+    df, _ = reference.load("table2", COMMITTED.parent)
+    assert set(df.trial_key) == set(facts["trials"]) and set(df.iterations) == {6400}
 
 
 @pytest.fixture
@@ -62,14 +170,11 @@ def test_the_command_says_it_in_one_line(archive, earlier, capsys):
 
 def test_the_committed_reference_names_no_machines_paths():
     """A reference travels between machines: its provenance says where data came from by layout, not by path."""
-    import re
-
-    import pandas as pd
-
     for table in REPO.glob("reports/reference/*/*.parquet"):
         df = pd.read_parquet(table)
         for column in df.select_dtypes(include=["object", "string"]).columns:
             paths = df[column].astype(str).str.contains(r"(?:^|[;,\s])/\w", regex=True)
             assert not paths.any(), f"{table.name}: column {column!r} holds a path: {df[column][paths].iloc[0][:80]}"
-    for facts in REPO.glob("reports/reference/*/provenance.json"):
+    for facts in [*REPO.glob("reports/reference/*/provenance.json"), *REPO.glob("reports/reference/*/*/*.json"),
+                  *REPO.glob("reports/reference/*/*/trials/*/*.json")]:  # fmt: skip
         assert not re.search(r"\"/\w", facts.read_text()), facts

@@ -158,9 +158,9 @@ def test_a_reference_run_becomes_a_column_of_its_table(workflow_run, mirror):
     assert "rule table:" in planned and "wildcards: grid=table2" in planned and "rule sweep:" not in planned  # no retraining
     subprocess.run(SNAKEMAKE, cwd=work, env=env, capture_output=True, text=True, check=True)
     md = (work / "reports" / "tables" / "table2.md").read_text()
-    assert re.search(r"\| reference \(GPU\) +\|", md) and "reference (GPU): reference profile, 30 iterations, 2 seeds" in md
+    assert re.search(r"\| reference \(GPU\) +\|", md) and "reference (GPU): tiny profile, 30 of 30 iterations, all" in md
     page = (work / "reports" / "index.html").read_text()
-    assert "table2 reference (GPU)" in page  # its provenance line
+    assert "table2 reference (GPU)" in page and "Table 2 reference: 30 of 30 iterations, all" in page  # provenance, progress
     card = page[page.index("<h2>Scorecard</h2>") : page.index("<h2>Provenance</h2>")]
     row = r"#table2'>Table 2 reference \(GPU\)</a></td>.*?not judged \(&lt; 3 seeds\).*?tiny, 30 iterations, 2 seeds"
     assert re.search(row, card, re.S)  # scored like ours (here the packed run is this one, of the tiny profile)

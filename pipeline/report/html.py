@@ -137,10 +137,14 @@ def render(
             if refs.get(name):  # the committed GPU run, scored alone
                 cards.append((name, f"{title} reference (GPU)", tables.build(refs[name][0], grid_of[name], paper_csv), refs[name][0]))
     parts.append(_scorecard(cards))
+    facts = {name: reference.facts_of(name, reference_root) for name in frames} if reference_root else {}
+    grown = [reference.progress(f, grid_of[name].get("title", name).split(":")[0]) for name, f in facts.items() if f]
+    if grown:  # how far each reference has got: its cells are judged at that budget
+        parts.append("<p>" + "<br>".join(html.escape(line) for line in grown) + "</p>")
     prov = _provenance(list(frames.values()), data_root)
-    for name, ref in refs.items():
-        if ref:
-            prov.loc[len(prov)] = [f"{name} reference (GPU)", reference.note(ref[1])]
+    for name, f in facts.items():
+        if f:
+            prov.loc[len(prov)] = [f"{name} reference (GPU)", reference.note(f)]
     parts.append("<h2>Provenance</h2>" + prov.to_html(index=False, escape=True))
     caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
     parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")

@@ -152,8 +152,10 @@ def render(
     df = results.read(results_path)
     grid = grids.load_grid(grid_path)
     ref = reference.load(grid["name"], reference_root) if reference_root else None
+    facts = reference.facts_of(grid["name"], reference_root) if reference_root else None
     table = build(df, grid, paper_csv, ref[0] if ref else None)
-    pretty, cap = formatted(table, grid), caption(df, grid) + (f" {reference.note(ref[1])}." if ref else "")
+    # the reference's progress: its column holds only the trials that finished
+    pretty, cap = formatted(table, grid), caption(df, grid) + (f" {reference.note(facts)}." if facts else "")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{grid['name']}.{ext}" for ext in ("md", "csv", "tex")]
