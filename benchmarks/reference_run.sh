@@ -16,7 +16,7 @@
 # grid's dataset there from ICSTN_DATA_MIRROR).
 set -euo pipefail
 GRID=${1:?usage: reference_run.sh GRID MINUTES (GRID: a file of config/grids)}
-MINUTES=${2:?usage: reference_run.sh GRID MINUTES (MINUTES: the run's training time)}
+MINUTES=${2:?usage: reference_run.sh GRID MINUTES (MINUTES: minutes of training)}
 OUT=${OUT:-/tmp/reference}
 PY=${PYTHON:-python3}
 WORK=${WORK:-$(mktemp -d)}

@@ -146,10 +146,13 @@ def _layout(results_dir: Path, grid: str, folder: Path, seconds: float | None) -
         shutil.copyfile(store.table, folder / f"{grid}.parquet")
     else:
         table = None
-    shown = set(table.trial_key) if table is not None else set()
+    # the sweep's trials, the table's, and while a trial of the sweep has not started, the finished
+    # trials of a shorter budget that it may continue from (their final state)
+    kept = set(keys) | (set(table.trial_key) if table is not None else set())
+    waiting = any(s["step"] == 0 for s in states.values())
     target = GridStore(folder, grid)
     for trial in sorted(p for p in store.root.glob("trials/*") if p.is_dir()):
-        if trial.name in shown or (trial / "checkpoint.pt").is_file() or (trial / "final.pt").is_file():
+        if trial.name in kept or (waiting and (trial / "final.pt").is_file()):
             for name in KEPT:
                 if (trial / name).is_file():
                     target.folder(trial.name).mkdir(parents=True, exist_ok=True)

@@ -178,3 +178,22 @@ def test_the_committed_reference_names_no_machines_paths():
     for facts in [*REPO.glob("reports/reference/*/provenance.json"), *REPO.glob("reports/reference/*/*/*.json"),
                   *REPO.glob("reports/reference/*/*/trials/*/*.json")]:  # fmt: skip
         assert not re.search(r"\"/\w", facts.read_text()), facts
+
+
+def test_a_table_says_how_far_its_reference_has_got_before_any_trial_finishes(tmp_path):
+    """Only finished trials have rows: until one finishes there is no reference column, and the caption says why."""
+    from pipeline.report import tables
+
+    facts = reference.facts_of("table2", COMMITTED.parent)
+    steps = dict(zip(facts["trials"], [41000] * 11 + [80000]))
+    facts |= {"trials": {k: {"step": s, "iterations": 200000, "finished": False, "continuable": True} for k, s in steps.items()}}
+    (tmp_path / "table2").mkdir()
+    (tmp_path / "table2" / "provenance.json").write_text(json.dumps(facts))
+    md = tables.render(COMMITTED / "table2.parquet", REPO / "config" / "grids" / "table2.yaml", tmp_path / "out", None, tmp_path)[0]
+    text = md.read_text()
+    assert "reference (GPU): reference profile, 41,000 of 200,000 iterations (its 12 trials at 41,000-80,000); 1 run" in text
+    assert "| reference (GPU)" not in text
+    facts["trials"][next(iter(steps))] |= {"step": 200000, "finished": True}
+    assert reference.progress(facts, "Table 2") == (
+        "Table 2 reference: 41,000 of 200,000 iterations; 1 of 12 trials finished, the others at 41,000-80,000"
+    )
