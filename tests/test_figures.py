@@ -30,7 +30,7 @@ def test_one_setting_is_one_series_named_by_noise_only():
 
 def test_a_classifiers_summary_draws_its_chance_level(monkeypatch, tmp_path):
     drawn = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, out, name, note: drawn.setdefault("fig", fig) and [])
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out, name, note: drawn.setdefault("fig", fig) and [])
     frame = results_frame(init=["code", "he"]).assign(profile="quick", iterations=40, device="cpu", git_commit="abc")
     figures.summary(frame, None, None, tmp_path)
     ax = drawn["fig"].axes[0]
