@@ -92,6 +92,9 @@ class GridStore:
         with atomic(self.folder(key) / "arrays.npz") as tmp:
             np.savez_compressed(tmp, **arrays)
 
+    def has_arrays(self, key: str) -> bool:
+        return (self.folder(key) / "arrays.npz").is_file()
+
     def arrays(self, key: str, member: int) -> dict[str, np.ndarray]:
         """Member ``member``'s saved arrays (each without the leading model axis)."""
         with np.load(self.folder(key) / "arrays.npz") as z:

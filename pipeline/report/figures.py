@@ -41,17 +41,18 @@ class Figure:
     models: tuple[str, ...]  # passed to ``draw`` in this order
     caption: str
     draw: Callable
+    learnt: bool  # draws what trained models learnt (their saved arrays): a reference's models, where there is one
 
 
 #: Every paper figure, by name. A grid asks for one with ``figures: [name]``.
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(name: str, experiment: str, caption: str, models: tuple[str, ...] = ()):
+def figure(name: str, experiment: str, caption: str, models: tuple[str, ...] = (), learnt: bool = False):
     """Register ``draw(df, results_path, data_root, out, *models)`` as the paper figure ``name``."""
 
     def register(draw: Callable) -> Callable:
-        FIGURES[name] = Figure(name, experiment, tuple(models), caption, draw)
+        FIGURES[name] = Figure(name, experiment, tuple(models), caption, draw, learnt)
         return draw
 
     return register
@@ -87,7 +88,8 @@ def figure_owners(grids_by_name: dict[str, dict], files: dict[str, Path]) -> dic
 
 def provenance_note(df: pd.DataFrame) -> str:
     return (
-        f"ours: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, {df.seed.nunique()} seeds, "
+        f"{df.attrs.get('source', 'ours')}: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, "
+        f"{df.seed.nunique()} seeds, "
         f"device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}"
     )
 
@@ -166,7 +168,11 @@ def fig7(df, results_path, data_root, out):
 
 
 @figure(
-    "fig8", "mnist", "Figure 8: MNIST test samples through the IC-STN's warps, the STN's result in the last row.", ("IC-STN-4(a)", "STN(a)")
+    "fig8",
+    "mnist",
+    "Figure 8: MNIST test samples through the IC-STN's warps, the STN's result in the last row.",
+    ("IC-STN-4(a)", "STN(a)"),
+    learnt=True,
 )
 def fig8(df, results_path, data_root, out, icstn, stn):
     """MNIST alignment through the IC-STN iterations, with the STN's result below."""
@@ -191,14 +197,14 @@ def _moments_figure(df, results_path, out, models_, classes, name, title):
     return save_figure(fig, out, name, provenance_note(df))
 
 
-@figure("fig9", "mnist", "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.")
+@figure("fig9", "mnist", "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.", learnt=True)
 def fig9(df, results_path, data_root, out):
     """Per-class mean and variance of the aligned MNIST test images, for each model."""
     models_ = list(df.model.unique())
     return _moments_figure(df, results_path, out, models_, list(range(10)), "fig9", "aligned appearances per class: mean / variance")
 
 
-@figure("fig10", "gtsrb", "Figure 10: GTSRB alignment, IC-STN against STN.", models=("IC-STN-4", "STN"))
+@figure("fig10", "gtsrb", "Figure 10: GTSRB alignment, IC-STN against STN.", models=("IC-STN-4", "STN"), learnt=True)
 def fig10(df, results_path, data_root, out, icstn, stn):
     """GTSRB alignment samples: perturbed input, IC-STN's result, STN's result."""
     a, s = arrays(results_path, df, icstn)["alignment"], arrays(results_path, df, stn)["alignment"]
@@ -208,7 +214,7 @@ def fig10(df, results_path, data_root, out, icstn, stn):
     return save_figure(fig, out, "fig10", provenance_note(df) + "; inputs from the project's 32x32 mirror, resized to 50x50")
 
 
-@figure("fig11", "gtsrb", "Figure 11: GTSRB mean aligned appearance per class, for each model.")
+@figure("fig11", "gtsrb", "Figure 11: GTSRB mean aligned appearance per class, for each model.", learnt=True)
 def fig11(df, results_path, data_root, out):
     """GTSRB class means for each model (first 10 classes)."""
     models_ = list(df.model.unique())
@@ -267,6 +273,23 @@ def summary(df, results_path, data_root, out, ref=None):
     return save_figure(fig, out, df.grid.iloc[0], provenance_note(df))
 
 
+def learnt_from(grid: str, spec: Figure, reference_root) -> tuple[pd.DataFrame, Path] | None:
+    """The reference run whose trained models ``spec`` draws, as (its results, its table's path),
+    or None where the grid has no reference or it lacks the models' arrays. A short run's models
+    have barely trained; the reference's show what the paper's figures show."""
+    ref = reference.load(grid, reference_root) if reference_root and spec.learnt else None
+    if ref is None:
+        return None
+    df, table = ref[0], Path(reference_root) / grid / f"{grid}.parquet"
+    store = GridStore.of_table(table)
+    wanted = spec.models or tuple(df.model.unique())
+    firsts = [df[df.model == m].sort_values("seed").iloc[:1] for m in wanted]  # what ``arrays`` reads
+    if any(f.empty or not store.has_arrays(f.trial_key.iloc[0]) for f in firsts):
+        return None
+    df.attrs["source"] = "models of the reference (GPU)"
+    return df, table
+
+
 def render(results_path, data_root, out, figures: list[str], with_summary: bool = True, reference_root=None) -> list[Path]:
     results_path, out = Path(results_path), Path(out)
     df = results.read(results_path)
@@ -274,7 +297,8 @@ def render(results_path, data_root, out, figures: list[str], with_summary: bool 
     paths = summary(df, results_path, data_root, out, ref[0] if ref else None) if with_summary else []
     for name in figures:
         spec = FIGURES[name]
-        paths += spec.draw(df, results_path, data_root, out, *spec.models)
+        source = learnt_from(results_path.stem, spec, reference_root) or (df, results_path)
+        paths += spec.draw(*source, data_root, out, *spec.models)
     return paths
 
 
