@@ -231,6 +231,28 @@ def test_interrupted_sweep_resumes(tmp_path, store, data_root):
         assert steps == sorted(set(steps)) and steps[-1] == 400
 
 
+def test_a_rerun_trial_logs_each_point_of_its_curves_once(tmp_path, store):
+    """A trial interrupted before its first checkpoint is rerun from scratch, repeating curve points
+    its MLflow runs already have: each step of the training-loss and test curves is logged once."""
+    from pipeline import tracking
+
+    grid = grids.load_grid(write_grid(tmp_path, "rerun", models=["CNN(b)"], seeds=[0]))
+    trial = grids.expand(grid)[0]
+
+    def run(steps, shift):  # a rerun's values may differ in the last bits (a GPU's are not bit for bit)
+        tracker = tracking.Tracker(grid, "one-sweep", {})
+        tracker.start_trial(trial)
+        for step in steps:
+            tracker.log(trial.key, step, [{"train_loss": 1.0 / step + shift}])
+            tracker.log(trial.key, step, [{"test_error": 90.0 - step + shift, "test_loss": 2.0 + shift}])
+
+    run([1, 2, 5], 0.0)  # killed after step 5
+    run([1, 2, 5, 10, 20], 1e-6)  # the rerun
+    (only,) = child_runs(store, "rerun")
+    for metric in ("train_loss", "test_error", "test_loss"):
+        assert [m.step for m in store.get_metric_history(only.info.run_id, metric)] == [1, 2, 5, 10, 20], metric
+
+
 def test_a_search_per_model_tunes_each_model(tmp_path, data_root):
     space = {"lr_classifier": {"low": 0.01, "high": 0.5}}
     search = {"num_samples": 2, "validation_size": 200, "space": space, "per_model": True}
