@@ -108,12 +108,19 @@ def panel(ax, df: pd.DataFrame, grid: dict, theirs: pd.DataFrame | None, budget:
     title += f", σ = {sigma:g} px (of {', '.join(f'{x:g}' for x in sigmas)})" if len(sigmas) > 1 else ""
     ax.set(xscale="log", yscale="log", ylabel=exp.error_label)
     ax.xaxis.set_major_formatter(FuncFormatter(_count))
-    ax.yaxis.set_major_formatter(LogFormatter())  # plain numbers: 10, 100 (and 2, 5, 20 where a panel spans little)
-    ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
+    ax.yaxis.set_major_formatter(_Plain())  # 0.1, 1, 10, 100, and the minor ticks between where a panel spans little
+    ax.yaxis.set_minor_formatter(_Plain(minor_thresholds=(2, 0.5)))
     ax.set_title(title, fontsize=9, loc="left")
     ax.grid(alpha=0.3, which="both", lw=0.5)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, ncol=2 if len(styles) > 8 else 1)
     return _provenance(title.split(":")[0], df, ref, theirs is not None, at, stated)
+
+
+class _Plain(LogFormatter):
+    """The ticks LogFormatter labels, as plain numbers (0.3, not 3e-01)."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def _count(x: float, _=None) -> str:
