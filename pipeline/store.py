@@ -2,6 +2,7 @@
 
     <results>/<grid>.parquet                the tidy results table (pipeline.results)
     <results>/<grid>/sweep.json             the last sweep's summary
+    <results>/<grid>/store.json             the store's own id (its MLflow runs carry it)
     <results>/<grid>/best.json              a search's best setting
     <results>/<grid>/ray/                   Ray Tune's own records
     <results>/<grid>/cache/<digest>.json    values trials share (an alignment task's linear baseline)
@@ -16,6 +17,9 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+import uuid
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -54,6 +58,23 @@ class GridStore:
     @property
     def tune_storage(self) -> Path:
         return self.root / "ray"
+
+    def identity(self) -> str:
+        """The store's own id, made once and kept: its MLflow runs carry it, so that a rerun finds
+        them and no other results folder (another clone, another user) on one tracking server does."""
+        path = self.root / "store.json"
+        if not path.is_file():
+            with locked(path.with_suffix(".lock")):
+                if not path.is_file():
+                    write_json(path, {"id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        try:
+            value = json.loads(path.read_text())["id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            value = None
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise ValueError(f"{path} is damaged (its 'id' must be 32 hex digits); delete it to give the grid's MLflow runs "
+                             "a new id (its trials are kept)")  # fmt: skip
+        return value
 
     # --- a trial ----------------------------------------------------------------------------
     def folder(self, key: str) -> Path:

@@ -45,7 +45,8 @@ def sweep(grid_path: str | Path, out: str | Path, data_root: str | Path, config:
     tracker = None
     if track and config["tracking"]["enabled"]:
         tags = {"profile": config["profile"], "git_commit": git_commit(), "executor": executor}
-        tracker = tracking.Tracker(grid, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
+        store = GridStore(ctx.results, grid["name"])
+        tracker = tracking.Tracker(grid, store, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
     try:
         return _run(grid, trials, ctx, config, backend, tracker, {"profile": config["profile"], "executor": executor})
     except BaseException as exc:  # no MLflow run of a failed or interrupted sweep stays RUNNING

@@ -98,6 +98,7 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
         assert list(row.curve_step) == [1, 2, 5, 10, 20] and row.curve_value[-1] == row.value
         assert list(row.curve_value) == pytest.approx(curves[f"{row.trial_key}/seed={row.seed}/sigma=3.5"])
     assert all(len(c) == 0 for c in df[df.n_warps_test != df.n_warps_train].curve_step)  # 3 warps: a final value only
+    assert not df["data_fetched_from"].str.contains(str(mirror), regex=False).any()  # no machine's path travels with results
 
     # rerunning a finished sweep trains nothing and duplicates nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "two_by_two" / "trials").glob("*/record.json")}
@@ -235,12 +236,13 @@ def test_a_rerun_trial_logs_each_point_of_its_curves_once(tmp_path, store):
     """A trial interrupted before its first checkpoint is rerun from scratch, repeating curve points
     its MLflow runs already have: each step of the training-loss and test curves is logged once."""
     from pipeline import tracking
+    from pipeline.store import GridStore
 
     grid = grids.load_grid(write_grid(tmp_path, "rerun", models=["CNN(b)"], seeds=[0]))
     trial = grids.expand(grid)[0]
 
     def run(steps, shift):  # a rerun's values may differ in the last bits (a GPU's are not bit for bit)
-        tracker = tracking.Tracker(grid, "one-sweep", {})
+        tracker = tracking.Tracker(grid, GridStore(tmp_path / "results", "rerun"), "one-sweep", {})
         tracker.start_trial(trial)
         for step in steps:
             tracker.log(trial.key, step, [{"train_loss": 1.0 / step + shift}])
