@@ -1,4 +1,4 @@
-"""A trainer's state on disk: weights, optimiser, step and loss curve, written atomically.
+"""A trainer's state on disk: weights, optimiser, step, loss curve and test curve, written atomically.
 
 Nothing else needs saving: every draw is a function of (seed, step), so a trainer loaded at step
 s continues exactly as one that had trained through s. A checkpoint also records what it was
@@ -41,6 +41,7 @@ def state_dict(trainer: Trainer) -> dict:
         "seeds": trainer.seeds,
         "sigmas": trainer.sigmas,
         "losses": trainer.losses,
+        "evaluations": trainer.evaluations,
         "train_config": asdict(trainer.cfg),
         "model_name": trainer.model_cfg.name,
         "model_config": asdict(trainer.model_cfg),  # the variant, its warp family and its init
@@ -95,6 +96,7 @@ def load_state_dict(trainer: Trainer, state: dict, source: str = "checkpoint") -
     trainer.model.load_state_dict(state["model"])
     trainer.opt.load_state_dict(state["optimizer"])
     trainer.step, trainer.losses = state["step"], [tuple(x) for x in state["losses"]]
+    trainer.evaluations = [tuple(x) for x in state.get("evaluations", [])]  # a checkpoint written before test curves has none
     trainer.stepper.restart(trainer.step)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from icstn import experiments, models
+from icstn.train import TrainConfig
 from pipeline import schema
 from pipeline.schema import SchemaError
 from pipeline.trial import TRAIN_KEYS, Member, Trial
@@ -34,6 +35,7 @@ class GridError(SchemaError):
 def _grid_schema() -> dict:
     doc = yaml.safe_load(SCHEMA_PATH.read_text())
     doc["properties"]["experiment"]["enum"] = list(experiments.EXPERIMENTS)  # the experiments are their records
+    doc["properties"]["curve_per_decade"]["default"] = TrainConfig.curve_per_decade  # one default, the trainer's
     return doc
 
 

@@ -158,6 +158,7 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
                 metrics=final[k],
                 test_warps={str(n): rows[k]["test_error"] for n, rows in by_warps.items()},
                 curve=[[step, losses[k]] for step, losses in trainer.losses],
+                test_curve=[[step, rows[k]] for step, rows in trainer.evaluations],
             )
         )
         _save_member(trainer, k, arrays, store.member_folder(trial.key, k))

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_KEY = "icstn.run_key"
 ADVICE = "fix it, point MLFLOW_TRACKING_URI elsewhere, or run with --no-tracking"
 SWEEP_KEY = "icstn.sweep_key"
+CURVES = ("train_loss", "test_error")  # a training log's metric, and an evaluation's (the learning curve)
 STORE_KEY = "icstn.store"  # the results store's id (GridStore.identity)
 STORE_PATH = "icstn.store_path"  # host:folder of that store, for a person telling checkouts apart
 
@@ -143,7 +144,9 @@ class Tracker:
             self.parent = run.info.run_id
             self.client.log_batch(self.parent, params=_params(_flatten("grid", grid, {})))
         self.runs: dict[str, list[str]] = {}  # trial key -> run id per member
-        self.last_step: dict[str, int] = {}
+        # run id -> the last step it has of the training-loss curve and of the test curve: a trial
+        # rerun from its last checkpoint (or from scratch) repeats steps the run already has
+        self.last_step: dict[str, dict[str, int]] = {}
 
     def _search(self, tag: str, value: str):
         """This store's newest run tagged ``tag`` = ``value``, or None: never another store's."""
@@ -163,8 +166,8 @@ class Tracker:
                 run_id = existing.info.run_id
                 if existing.info.status != "FINISHED":
                     self.client.update_run(run_id, "RUNNING")
-                history = self.client.get_metric_history(run_id, "train_loss")
-                self.last_step[run_id] = max((m.step for m in history), default=-1)
+                self.last_step[run_id] = {curve: max((m.step for m in self.client.get_metric_history(run_id, curve)), default=-1)
+                                          for curve in CURVES}  # fmt: skip
             else:
                 name = " ".join(filter(None, (trial.model, trial.settings, f"seed={member.seed} sigma={member.sigma_px:g}")))
                 tags = {
@@ -179,21 +182,22 @@ class Tracker:
                 described = {k: v for k, v in trial.to_dict().items() if k not in ("members", "shown")} | {"key": trial.key}
                 params = _flatten("", {**described, "seed": member.seed, "sigma_px": member.sigma_px, "member_index": k}, {})
                 self.client.log_batch(run_id, params=_params(params))
-                self.last_step[run_id] = -1
+                self.last_step[run_id] = dict.fromkeys(CURVES, -1)
             ids.append(run_id)
         self.runs[trial.key] = ids
 
     def log(self, trial_key: str, step: int, per_member: list[dict]) -> None:
-        """Log metrics at ``step``, one dict per member (skipping steps a resumed run already has)."""
+        """Log metrics at ``step``, one dict per member (skipping the steps of a curve that a resumed run already has)."""
         from mlflow.entities import Metric
 
         for run_id, values in zip(self.runs[trial_key], per_member):
-            if "train_loss" in values and step <= self.last_step[run_id]:
+            curve = next((c for c in CURVES if c in values), None)
+            if curve is not None and step <= self.last_step[run_id][curve]:
                 continue
             metrics = [Metric(name, float(v), 0, step) for name, v in values.items() if v is not None]
             self.client.log_batch(run_id, metrics=metrics)
-            if "train_loss" in values:
-                self.last_step[run_id] = step
+            if curve is not None:
+                self.last_step[run_id][curve] = step
 
     def finish_trial(self, record: TrialRecord, store: GridStore) -> None:
         """Final metrics, the device and member k's files (weights, PNG, arrays) on each member's run."""

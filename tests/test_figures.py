@@ -30,7 +30,7 @@ def test_one_setting_is_one_series_named_by_noise_only():
 
 def test_a_classifiers_summary_draws_its_chance_level(monkeypatch, tmp_path):
     drawn = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, out, name, note: drawn.setdefault("fig", fig) and [])
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out, name, note: drawn.setdefault("fig", fig) and [])
     frame = results_frame(init=["code", "he"]).assign(profile="quick", iterations=40, device="cpu", git_commit="abc")
     figures.summary(frame, None, None, tmp_path)
     ax = drawn["fig"].axes[0]
@@ -46,7 +46,7 @@ def test_figures_of_what_models_learnt_draw_the_references_models(monkeypatch, t
     ref, table = figures.learnt_from("table2", figures.FIGURES["fig8"], root)
     assert table == root / "table2" / "table2.parquet" and set(ref.profile) == {"reference"}
     notes = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, out, name, note: notes.setdefault(name, note) and [])
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out, name, note: notes.setdefault(name, note) and [])
     figures.FIGURES["fig8"].draw(ref, table, None, tmp_path, "IC-STN-4(a)", "STN(a)")
     assert notes["fig8"].startswith("models of the reference (GPU): profile reference, 6400 iterations, 5 seeds")
     assert figures.learnt_from("table2", figures.FIGURES["fig7"], root) is None  # a curve of errors: this run's own

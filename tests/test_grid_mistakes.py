@@ -43,6 +43,13 @@ class TestBudgetOnlyLowers:
         assert load(tmp_path, name="h")["lr_scale"] == 1.0
 
 
+def test_the_learning_curves_density_defaults_to_the_trainers_and_reaches_each_trial(tmp_path):
+    from icstn.train import TrainConfig
+
+    assert {t.train["curve_per_decade"] for t in grids.expand(load(tmp_path))} == {TrainConfig.curve_per_decade}
+    assert {t.train["curve_per_decade"] for t in grids.expand(load(tmp_path, curve_per_decade=5))} == {5}
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -52,6 +59,7 @@ class TestBudgetOnlyLowers:
         ({"iterations": 10**13}, r"key 'iterations': bad value 10000000000000; allowed: <= 10000000"),
         ({"models": ["IC-STN-99999999(b)"]}, r"key 'models.0': unknown mnist model 'IC-STN-99999999\(b\)'.*1 <= N <= 32"),
         ({"test_warps": [100]}, r"key 'test_warps.0': bad value 100; allowed: <= 32"),
+        ({"curve_per_decade": -1}, r"key 'curve_per_decade': bad value -1; allowed: >= 0"),
         ({"seeds": [1.5]}, r"key 'seeds.0': bad value 1.5; allowed: an integer >= 0 and <= 4294967295$"),
         ({"seeds": [0, 0]}, r"key 'seeds': bad value \[0, 0\]; allowed: each value once"),
         ({"sigma_px": [3.5, 3.5]}, r"key 'sigma_px': bad value \[3.5, 3.5\]; allowed: each value once"),

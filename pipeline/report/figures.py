@@ -27,7 +27,7 @@ from icstn import data, experiments, noise, warps  # noqa: E402
 from pipeline import reference, results  # noqa: E402
 from pipeline.grids import GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
-from pipeline.report import one_line_errors  # noqa: E402
+from pipeline.report import one_line_errors, save_figure  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
 
@@ -86,18 +86,6 @@ def figure_owners(grids_by_name: dict[str, dict], files: dict[str, Path]) -> dic
     return owners
 
 
-def _save(fig, out: Path, name: str, note: str) -> list[Path]:
-    # the provenance line sits just above the first panel's title, wherever the layout puts it
-    fig.axes[0].annotate(note, xy=(0, 1), xycoords="axes fraction", xytext=(0, 20), textcoords="offset points",
-                         fontsize=7, color="0.35", ha="left", va="bottom", annotation_clip=False)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return paths
-
-
 def provenance_note(df: pd.DataFrame) -> str:
     return (
         f"{df.attrs.get('source', 'ours')}: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, "
@@ -152,7 +140,7 @@ def fig6(df, results_path, data_root, out):
     a.set_title("(a) image, ground-truth box (red), perturbed boxes (yellow)", fontsize=9)
     a.axis("off")
     _image_panel(b, samples.numpy().reshape(2, 4, 1, 50, 50), "(b) perturbed 50x50 samples, affine, σ = 7.5 px")
-    return _save(fig, out, "fig6", f"Caffe's cat.jpg, grey, box {ds.manifest['box']} (project's choice)")
+    return save_figure(fig, out, "fig6", f"Caffe's cat.jpg, grey, box {ds.manifest['box']} (project's choice)")
 
 
 @figure("fig7", "planar", "Figure 7: test error against the number of warps applied at test time, one curve per trained unroll count.")
@@ -176,7 +164,7 @@ def fig7(df, results_path, data_root, out):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test error (mean corner error, px)")
     axes[0][-1].legend(fontsize=7)
-    return _save(fig, out, "fig7", provenance_note(df) + "; large dot: unroll count used in training")
+    return save_figure(fig, out, "fig7", provenance_note(df) + "; large dot: unroll count used in training")
 
 
 @figure(
@@ -194,7 +182,7 @@ def fig8(df, results_path, data_root, out, icstn, stn):
     labels = ["perturbed"] + [f"warp {i}" for i in range(1, len(steps))] + [f"{stn}"]
     fig, ax = plt.subplots(figsize=(8, 0.9 * len(grid_) + 0.6))
     _image_panel(ax, grid_, f"{icstn}: test samples through its warps; last row: {stn}", labels)
-    return _save(fig, out, "fig8", provenance_note(df))
+    return save_figure(fig, out, "fig8", provenance_note(df))
 
 
 def _moments_figure(df, results_path, out, models_, classes, name, title):
@@ -206,7 +194,7 @@ def _moments_figure(df, results_path, out, models_, classes, name, title):
     labels = [f"{m} {kind}" for m in models_ for kind in ("mean", "var")]
     fig, ax = plt.subplots(figsize=(0.75 * len(classes) + 2, 0.55 * len(images) + 0.8))
     _image_panel(ax, images, title, labels)
-    return _save(fig, out, name, provenance_note(df))
+    return save_figure(fig, out, name, provenance_note(df))
 
 
 @figure("fig9", "mnist", "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.", learnt=True)
@@ -223,7 +211,7 @@ def fig10(df, results_path, data_root, out, icstn, stn):
     images = np.stack([a[0], a[-1], s[-1]])
     fig, ax = plt.subplots(figsize=(8, 3.2))
     _image_panel(ax, images, "GTSRB test samples", ["perturbed", icstn, stn])
-    return _save(fig, out, "fig10", provenance_note(df) + "; inputs from the project's 32x32 mirror, resized to 50x50")
+    return save_figure(fig, out, "fig10", provenance_note(df) + "; inputs from the project's 32x32 mirror, resized to 50x50")
 
 
 @figure("fig11", "gtsrb", "Figure 11: GTSRB mean aligned appearance per class, for each model.", learnt=True)
@@ -233,7 +221,7 @@ def fig11(df, results_path, data_root, out):
     means = np.stack([arrays(results_path, df, m)["mean"][:10] for m in models_])  # (M, 10, C, S, S)
     fig, ax = plt.subplots(figsize=(8, 0.8 * len(models_) + 0.8))
     _image_panel(ax, means, "mean aligned appearance, classes 0-9", models_)
-    return _save(fig, out, "fig11", provenance_note(df))
+    return save_figure(fig, out, "fig11", provenance_note(df))
 
 
 def series(rows: pd.DataFrame) -> list[tuple[dict, str, pd.DataFrame]]:
@@ -282,7 +270,7 @@ def summary(df, results_path, data_root, out, ref=None):
     ax.set(ylabel=exp.error_label, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the dots, never over them
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, out, df.grid.iloc[0], provenance_note(df))
+    return save_figure(fig, out, df.grid.iloc[0], provenance_note(df))
 
 
 def learnt_from(grid: str, spec: Figure, reference_root) -> tuple[pd.DataFrame, Path] | None:

@@ -19,7 +19,7 @@ import pandas as pd
 from icstn import experiments
 from pipeline import grids, reference, results
 from pipeline.files import write_text
-from pipeline.report import agreement, one_line_errors, tables
+from pipeline.report import agreement, curves, one_line_errors, tables
 from pipeline.report import figures as figures_
 from pipeline.report.figures import FIGURES
 
@@ -99,6 +99,13 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
     return "<h2>Scorecard</h2>" + pd.DataFrame(rows).to_html(index=False, escape=False) + note
 
 
+def _figure(png: Path, caption: str, out: Path) -> str:
+    """A figure's PNG, captioned, with a link to its PDF, addressed from the page ``out``."""
+    rel = os.path.relpath(png, out.parent)
+    return (f"<figure><img src='{rel}' alt='{png.stem}'><figcaption class='caption'>{html.escape(caption)} "
+            f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
+
+
 def render(
     result_paths: list[Path],
     grid_files: list[Path],
@@ -148,6 +155,9 @@ def render(
     parts.append("<h2>Provenance</h2>" + prov.to_html(index=False, escape=True))
     caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
     parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
+    learning = figures / f"{curves.NAME}.png"
+    if learning.is_file():  # the workflow draws it for every report (pipeline.report.curves)
+        parts.append("<h2 id='learning-curves'>Learning curves</h2>" + _figure(learning, curves.CAPTION, out))
     for name, df in frames.items():
         grid = grid_of[name]
         table = tables.formatted(built[name], grid)
@@ -156,13 +166,10 @@ def render(
         links = [f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex")]
         parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: {', '.join(links)}</p>")
         for fig in [name, *grid.get("figures", [])]:
-            png = figures / f"{fig}.png"
             caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
             if fig in FIGURES and figures_.learnt_from(name, FIGURES[fig], reference_root):
                 caption += f" Drawn from the trained models of the {reference.note(refs[name][1])}, not this run's."
-            rel = os.path.relpath(png, out.parent)
-            parts.append(f"<figure><img src='{rel}' alt='{fig}'><figcaption class='caption'>{html.escape(caption)} "
-                         f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
+            parts.append(_figure(figures / f"{fig}.png", caption, out))
     parts.append("<h2>Metrics</h2><ul><li>Classification: test error in % on a fixed, seeded perturbation of the test set "
                  "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "
                  "box corners under the predicted warp and under the ground truth; the paper does not state its unit. Two "

@@ -21,6 +21,7 @@ import pandas as pd
 from icstn import experiments
 from pipeline import grids, reference, results
 from pipeline.report import agreement, one_line_errors
+from pipeline.report.paper import paper_rows
 
 CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
 
@@ -34,13 +35,6 @@ def summarize(df: pd.DataFrame, metric: str = "test_error", upper: float = math.
     groups = rows.groupby(keys, sort=False, dropna=False)
     cells = [{**dict(zip(keys, group)), **agreement.cell(g.value, upper, chance)} for group, g in groups]
     return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "dead", "se", "pi_low", "pi_high"])
-
-
-def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
-    paper = pd.read_csv(paper_csv)
-    paper = paper[paper.table == table].copy()
-    paper["model"] = paper.model + paper.setting.fillna("").map(lambda s: f"({s})" if s else "")
-    return paper.rename(columns={"value": "paper", "capacity": "paper_capacity"})[["model", "sigma_px", "paper", "paper_capacity"]]
 
 
 def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None, ref: pd.DataFrame | None = None) -> pd.DataFrame:

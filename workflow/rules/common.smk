@@ -55,6 +55,8 @@ def grid_file(wildcards):
     return GRID_FILES[wildcards.grid]
 
 
+# the protocol's choices, beside the paper's numbers: the learning curves say where the paper states its budget
+PROTOCOL = str(Path(config["paper_results"]).with_name("protocol.csv"))
 REFERENCE = f"{REPORTS}/reference"  # reference runs of a GPU machine, committed (pipeline.reference)
 
 
