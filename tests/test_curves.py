@@ -106,7 +106,8 @@ class TestFigure:
         assert all(line.get_markerfacecolor() == "none" for line in planar)  # the paper does not say: hollow, the paper profile's
         assert "paper: one run, at 50,000 iterations (the paper profile's; the paper does not say)" in note
         assert ("Table 2 · ours: profile quick, 300 iterations, 2 seeds, device cpu · reference (GPU): reference profile, 6,400 "
-                "iterations, 5 seeds, NVIDIA H200 · paper: one run, at 200,000 iterations\n") in note  # fmt: skip
+                "iterations, 5 seeds, NVIDIA H200 (6,400 of 200,000 iterations; no checkpoints: its next run starts afresh) · paper: "
+                "one run, at 200,000 iterations\n") in note  # fmt: skip
 
     def test_the_reference_runs_points_beside_ours(self, drawn):
         fig, _ = drawn

@@ -132,9 +132,11 @@ def _provenance(name: str, df: pd.DataFrame, ref: tuple | None, with_paper: bool
     its = ", ".join(f"{int(i):,}" for i in sorted(df.iterations.unique()))
     parts = [f"{name}", f"ours: profile {df.profile.iloc[0]}, {its} iterations, {df.seed.nunique()} seeds, device {df.device.iloc[0]}"]
     if ref is not None:
-        facts = ref[1]
-        its = ", ".join(f"{int(i):,}" for i in facts["iterations"])
-        parts.append(f"reference (GPU): {facts['profile']} profile, {its} iterations, {len(facts['seeds'])} seeds, {facts['device']}")
+        table, facts = ref
+        its = ", ".join(f"{int(i):,}" for i in sorted(table.iterations.unique()))
+        devices = ", ".join(sorted(table.device.unique()))
+        parts.append(f"reference (GPU): {facts['profile']} profile, {its} iterations, {table.seed.nunique()} seeds, {devices} "
+                     f"({reference.reached(facts)})")  # fmt: skip
     if with_paper:
         parts.append(f"paper: one run, at {at:,} iterations" + ("" if stated else " (the paper profile's; the paper does not say)"))
     return " · ".join(parts)
