@@ -295,6 +295,14 @@ def note(facts: dict) -> str:
     )
 
 
+def column(table: pd.DataFrame) -> str:
+    """What the reference's column shows: its finished trials, at their budget (an earlier run's table
+    stands until a trial of the current budget finishes)."""
+    its = ", ".join(f"{int(i):,}" for i in sorted(table.iterations.unique()))
+    n = table.trial_key.nunique()
+    return f"Its column: the {n} finished trial{'s' * (n != 1)}, at {its} iterations"
+
+
 def _card(run: dict) -> str:
     smi = run.get("nvidia-smi", "")
     return smi if smi and not smi.startswith("unavailable") else run["device"]

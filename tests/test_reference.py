@@ -116,6 +116,7 @@ def test_the_committed_table2_reference_says_how_far_it_has_got():
     assert len(facts["runs"]) == 1 and facts["runs"][0]["tf32"] is True and facts["runs"][0]["device"] == "NVIDIA H200"
     df, _ = reference.load("table2", COMMITTED.parent)
     assert set(df.trial_key) == set(facts["trials"]) and set(df.iterations) == {6400}
+    assert reference.column(df) == "Its column: the 12 finished trials, at 6,400 iterations"
 
 
 @pytest.fixture

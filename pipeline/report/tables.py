@@ -150,6 +150,7 @@ def render(
     table = build(df, grid, paper_csv, ref[0] if ref else None)
     # the reference's progress: its column holds only the trials that finished
     pretty, cap = formatted(table, grid), caption(df, grid) + (f" {reference.note(facts)}." if facts else "")
+    cap += f" {reference.column(ref[0])}." if ref else ""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{grid['name']}.{ext}" for ext in ("md", "csv", "tex")]
