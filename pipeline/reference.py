@@ -45,8 +45,6 @@ from pipeline.store import GridStore
 MAX_BYTES = 16 * 2**20
 ROOT = Path("reports/reference")
 PROVENANCE = "provenance.json"
-#: a trial's files a reference keeps: its result, its figures' arrays, and the state a run continues
-KEPT = ("record.json", "arrays.npz", "checkpoint.pt", "final.pt", "continued.json")
 
 
 def prepare(grid: str, work: str | Path, seeds: int, extra: dict | None = None, config: str | Path = "config") -> str:
@@ -115,7 +113,7 @@ def trial_states(store: GridStore, keys: list[str]) -> dict[str, dict]:
         record = store.record(key)
         if record is not None:
             states[key] = {"step": record.iterations, "iterations": record.iterations, "finished": True,
-                           "continuable": (store.folder(key) / "final.pt").is_file()}  # fmt: skip
+                           "continuable": store.continues_from(key)}  # fmt: skip
         elif store.checkpoint(key).is_file():
             state = torch.load(store.checkpoint(key), map_location="cpu", weights_only=True)
             states[key] = {"step": state["step"], "iterations": state["train_config"]["iterations"], "finished": False, "continuable": True}
@@ -128,7 +126,7 @@ def trial_states(store: GridStore, keys: list[str]) -> dict[str, dict]:
 def _sweep_keys(store: GridStore) -> tuple[list[str], str]:
     """The trials of the store's last sweep and its profile (every trial folder where it names none)."""
     summary = json.loads(store.summary.read_text()) if store.summary.is_file() else {}
-    keys = summary.get("keys") or sorted(p.name for p in store.root.glob("trials/*") if p.is_dir())
+    keys = summary.get("keys") or store.trial_keys()
     return keys, summary.get("profile", "paper")
 
 
@@ -151,17 +149,12 @@ def _layout(results_dir: Path, grid: str, folder: Path, seconds: float | None) -
     kept = set(keys) | (set(table.trial_key) if table is not None else set())
     waiting = any(s["step"] == 0 for s in states.values())
     target = GridStore(folder, grid)
-    for trial in sorted(p for p in store.root.glob("trials/*") if p.is_dir()):
-        if trial.name in kept or (waiting and (trial / "final.pt").is_file()):
-            for name in KEPT:
-                if (trial / name).is_file():
-                    target.folder(trial.name).mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(trial / name, target.folder(trial.name) / name)
-    for cached in store.root.glob("cache/*.json"):  # values trials share (a linear baseline)
-        (target.root / "cache").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, target.root / "cache" / cached.name)
-    if store.summary.is_file():
-        shutil.copyfile(store.summary, target.summary)
+    for key in store.trial_keys():
+        if key in kept or (waiting and store.continues_from(key)):
+            for path in store.essentials(key):
+                _copy(path, target.folder(key) / path.name)
+    for path in store.shared():
+        _copy(path, target.root / path.relative_to(store.root))
     earlier = results_dir / PROVENANCE
     facts = json.loads(earlier.read_text()) if earlier.is_file() else {"grid": grid, "profile": profile, "runs": []}
     steps = [s["step"] for s in states.values()] or [0]
@@ -178,6 +171,11 @@ def _layout(results_dir: Path, grid: str, folder: Path, seconds: float | None) -
     facts |= {"profile": profile, "iterations": budget, "trials": states, "runs": [*facts.get("runs", []), run]}
     (folder / PROVENANCE).write_text(json.dumps(facts, indent=1))
     return facts
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
 
 
 def size(folder: str | Path) -> int:

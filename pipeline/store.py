@@ -129,3 +129,24 @@ class GridStore:
             if not path.is_file():
                 write_json(path, {"value": compute()})
             return json.loads(path.read_text())["value"]
+
+    # --- what a compact copy keeps (a reference, pipeline.reference) ----------------------------
+    #: a trial's files that say what it gave and what a run continues from: its record, its figures'
+    #: arrays, its checkpoint or final state, where it started; not its members' copies or its lock
+    ESSENTIAL = ("record.json", "arrays.npz", "checkpoint.pt", "final.pt", "continued.json")
+
+    def trial_keys(self) -> list[str]:
+        """Every trial with a folder in the store, of any sweep of the grid."""
+        return sorted(p.name for p in self.root.glob("trials/*") if p.is_dir())
+
+    def essentials(self, key: str) -> list[Path]:
+        """Trial ``key``'s files of ``ESSENTIAL`` that exist."""
+        return [self.folder(key) / name for name in self.ESSENTIAL if (self.folder(key) / name).is_file()]
+
+    def continues_from(self, key: str) -> bool:
+        """Whether a run can continue trial ``key``: its checkpoint, or a finished trial's final state."""
+        return any(p.name in ("checkpoint.pt", "final.pt") for p in self.essentials(key))
+
+    def shared(self) -> list[Path]:
+        """The grid's files that are no trial's: the last sweep's summary and the values trials share."""
+        return [p for p in [self.summary, *sorted(self.root.glob("cache/*.json"))] if p.is_file()]
