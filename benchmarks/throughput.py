@@ -20,7 +20,7 @@ against one CUDA stream each. ``--profile`` prints the top operators of the stac
 captured, so that each kernel is named and timed; a graph replays the same kernels).
 ``--project`` measures every model of the grids at the pipeline's pack size and prints the
 projected device-hours of the profile (training steps only); ``--grids`` limits it to some grids,
-and ``--fit SECONDS`` sizes each grid's iterations to a time (``benchmarks/reference_run.sh``).
+and ``--fit SECONDS`` sizes each grid's iterations to a time (how many fit a GPU window).
 """
 
 from __future__ import annotations
