@@ -2,6 +2,10 @@
 
 The same function runs inside a Ray Tune worker and in the inline executor; a ``Reporter``
 hides the difference (where intermediate metrics and checkpoints go, where a retry resumes).
+
+A trial resumes from its own checkpoint, with the result training from scratch gives, bit for
+bit on a CPU. The sweep's ``Limit`` stops it between steps, after a checkpoint
+(``icstn.train.Stopped``).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from icstn import data, experiments, models
 from icstn.train import Callback, TrainConfig, Trainer
 from pipeline import provenance
 from pipeline.images import save_image_grid
+from pipeline.stop import Limit
 from pipeline.store import GridStore
 from pipeline.trial import MemberResult, Trial, TrialRecord, digest
 
@@ -35,12 +40,18 @@ class Context:
     device: str = "cpu"
     cuda_graph: bool = True
     threads: int = 1  # torch threads of one trial (a Ray trial's CPUs)
+    limit: Limit = field(default_factory=Limit)  # when the trials stop early (never, unless set)
 
     def store(self, trial: Trial) -> GridStore:
         return GridStore(self.results, trial.grid)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values (what a Ray worker receives); ``from_dict`` reads them back."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "limit"}, "limit": self.limit.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Context:
+        return cls(**d | {"limit": Limit(**d.get("limit", {}))})
 
 
 class Reporter:
@@ -100,7 +111,8 @@ def train_config(trial: Trial, cuda_graph: bool = True) -> TrainConfig:
 
 
 def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, where: dict | None = None) -> TrialRecord:
-    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint.
+    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint; raises
+    ``icstn.train.Stopped`` (its checkpoint written) when ``ctx.limit`` is reached first.
 
     ``where`` (e.g. the Ray node) is recorded with the provenance. Two processes never train one
     trial: the second waits for the first, then returns its record.
@@ -113,14 +125,13 @@ def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, wher
 
 def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, where: dict | None) -> TrialRecord:
     start = time.perf_counter()
+    cfg = train_config(trial, ctx.cuda_graph)
     print(f"trial {trial.key}: training {len(trial.members)} model(s)", file=sys.stderr, flush=True)
     dataset, split = load_dataset(trial, ctx.data)
     model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
-    trainer = Trainer(
-        model_cfg, train_config(trial, ctx.cuda_graph), dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),)
-    )
+    trainer = Trainer(model_cfg, cfg, dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),))
     resumed_from = trainer.step if reporter.resume(trainer) else None
-    final = trainer.fit()
+    final = trainer.fit(stop=ctx.limit.reached)
     if experiments.is_alignment(trial.experiment):  # calibration: the best one-step linear predictor
         for k, member in enumerate(trial.members):
             same = {"linear_baseline": 1, "noise_warp": trial.train["noise_warp"], **asdict(member), "test_samples": trial.test_samples}

@@ -20,6 +20,7 @@ DEFAULTS = {
     "device": "auto",
     "pack": "auto",
     "cuda_graph": True,
+    "stop_after": None,  # a time limit, e.g. '8m' (pipeline.stop)
     "tracking": {"enabled": True, "uri": None},
     "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": "auto", "max_failures": 2},
 }

@@ -1,7 +1,7 @@
 """Where a grid's results live on disk; the only code that spells those paths.
 
     <results>/<grid>.parquet                the tidy results table (pipeline.results)
-    <results>/<grid>/sweep.json             the last sweep's summary
+    <results>/<grid>/sweep.json             the last sweep's summary: whether every trial finished, and their keys
     <results>/<grid>/best.json              a search's best setting
     <results>/<grid>/ray/                   Ray Tune's own records
     <results>/<grid>/cache/<digest>.json    values trials share (an alignment task's linear baseline)
@@ -61,6 +61,10 @@ class GridStore:
 
     def checkpoint(self, key: str) -> Path:
         return self.folder(key) / "checkpoint.pt"
+
+    def stop_request(self, token: str) -> Path:
+        """The file a sweep's ``Limit.request()`` writes: its trials stop at their next step."""
+        return self.root / f".stop-{token}"
 
     def member_folder(self, key: str, k: int) -> Path:
         return self.folder(key) / f"member{k}"
