@@ -1,8 +1,8 @@
-"""Stop anywhere, continue exactly: a sweep's limit (a time, a step, a SIGTERM), with real data, a
-real MLflow store and a real Ray runtime.
+"""Stop anywhere, continue exactly: a sweep's limit (a time, a step, a SIGTERM) and a longer budget
+that continues a shorter one, with real data, a real MLflow store and a real Ray runtime.
 
-A run interrupted any number of times gives the results table of one uninterrupted run, bit for
-bit on a CPU (timing columns aside)."""
+A run interrupted any number of times, or trained on from a shorter budget, gives the results
+table of one uninterrupted run, bit for bit on a CPU (timing columns aside)."""
 
 import json
 import os
@@ -122,6 +122,21 @@ def test_a_ray_sweep_stops_every_running_trial_and_continues(tmp_path, data_root
         ray.shutdown()
     pd.testing.assert_frame_equal(table(path), table(uninterrupted), check_exact=True)
     assert len(statuses(store)) == 5 and set(statuses(store).values()) == {"FINISHED"}
+
+
+def test_a_longer_budget_continues_the_shorter_trials(tmp_path, data_root, uninterrupted, capfd):
+    results = tmp_path / "res"
+    sweep.sweep(write_grid(tmp_path / "short", iterations=10), results, data_root / "processed", {}, "inline", track=False)
+    before = {p: p.read_bytes() for p in (results / "stops" / "trials").glob("*/*.*") if p.suffix in (".json", ".pt")}
+    path = sweep.sweep(write_grid(tmp_path / "long"), results, data_root / "processed", {}, "inline", track=False)
+    assert "continuing trial" in capfd.readouterr().err
+    pd.testing.assert_frame_equal(table(path), table(uninterrupted), check_exact=True)
+    assert {p: p.read_bytes() for p in before} == before  # the shorter trials' records and final states stay whole
+    records = [r for r in GridStore(results, "stops").records() if r.iterations == 20]
+    shorter = {r.trial.model: r.trial.key for r in GridStore(results, "stops").records() if r.iterations == 10}
+    assert len(records) == 2
+    for r in records:
+        assert r.continued_from == {"trial": shorter[r.trial.model], "step": 10} and r.resumed_from_step == 10
 
 
 def test_the_time_limit_stops_a_sweep_with_status_0(tmp_path, data_root):
