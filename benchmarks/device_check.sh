@@ -13,7 +13,13 @@
 # numpy and pyyaml; jsonschema (for the grids of step 4) travels as wheels: `make device-wheels`
 # puts them in .device/wheels; copy that folder to the GPU machine with the checkout.
 # DEVICE=cpu STEPS=1 WARMUP=1 dry-runs the plumbing on a CPU (graph modes and MPS are then skipped).
+#
+# `benchmarks/device_check.sh conv` runs the convolution decision instead, in at most 8 minutes:
+# the CUDA tests of the Triton convolution (tests/test_cuda.py -k triton), then
+# benchmarks.conv_decision (kernels and end-to-end steps; its table lands in $OUT/conv_table.txt).
+# Without CUDA the decision says so in one line.
 set -uo pipefail
+PART=${1:-throughput}
 OUT=${OUT:-/tmp/device_check}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -27,6 +33,22 @@ $PY -c "import jsonschema" 2>/dev/null || $PY -m pip install -q --no-index --fin
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 } 2>&1 | tee -a "$LOG"
+
+if [ "$PART" = conv ]; then
+  if [ "$DEVICE" != cpu ]; then
+    echo "== tests/test_cuda.py -k triton" | tee -a "$LOG"
+    timeout 110 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k triton >>"$LOG" 2>&1
+    echo "exit $?" | tee -a "$LOG"
+    tail -n 3 "$LOG"
+  fi
+  echo "== benchmarks.conv_decision" | tee -a "$LOG"
+  # SIGINT at the limit: the decision is still printed, from what was measured
+  timeout -s INT -k 15 330 $PY -m benchmarks.conv_decision --budget "${BUDGET:-270}" --table "$OUT/conv_table.txt" 2>>"$LOG" |
+    tee -a "$RESULTS" | grep -v '"direction"' | cut -c1-240
+  echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+  cat "$OUT/conv_table.txt" 2>/dev/null
+  exit 0
+fi
 
 if [ "$DEVICE" != cpu ]; then
   echo "== tests/test_cuda.py" | tee -a "$LOG"

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="top operators of the stacked step (largest k)")
     parser.add_argument("--project", action="store_true", help="projected device-hours of the profile's grids")
     parser.add_argument("--layout", choices=["nhwc", "nchw"], help="memory layout of the grouped convolutions (default: icstn.layers')")
-    parser.add_argument("--conv", choices=["grouped", "gemm"], help="how K models' convolutions run (default: icstn.layers')")
+    parser.add_argument("--conv", choices=sorted(layers.CONVOLUTIONS), help="how K models' convolutions run (default: icstn.layers')")
     parser.add_argument("--grids", nargs="+", metavar="NAME", help="with --project: only these grids")
     parser.add_argument("--fit", type=float, metavar="SECONDS", help="with --project: the iterations whose steps fit SECONDS")
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))

@@ -2,8 +2,9 @@
 
 The paper's networks are tiny, so the project trains many of them at once (seeds, noise
 levels). Every weight carries a leading model axis K; a convolution of K models is one grouped
-convolution (groups=K), or one batched matmul over unfolded patches (``conv_gemm``), and a
-linear layer is one batched matmul. K = 1 is the ordinary network.
+convolution (groups=K), one batched matmul over unfolded patches (``conv_gemm``) or Triton
+kernels with the models in the launch grid (``icstn.triton_conv``), and a linear layer is one
+batched matmul. K = 1 is the ordinary network.
 
 Architecture strings are the paper's own notation, e.g.
 ``conv(7x7;4)-conv(7x7;8)-P-FC(48)-FC(8)``: 'valid' convolutions with stride 1, P a 2x2
@@ -25,10 +26,12 @@ import torch.nn.functional as F
 #: K = 3, 12 and 128 on an H200 (``python -m benchmarks.throughput --layout nchw|nhwc``).
 CHANNELS_LAST = {"cpu": True, "cuda": False}  # any other device (meta, in the tests): plain
 
-#: How K models' convolution runs, per device type: "grouped" (one grouped convolution) or
-#: "gemm" (``conv_gemm``: one batched matmul over the K models). cuDNN runs a grouped layer of
-#: 4 -> 8 channels per group as one kernel per group, the cost that dominates IC-STN-4(a) at
-#: K = 128 on an H200; ``python -m benchmarks.throughput --conv gemm`` measures the other way.
+#: How K models' convolution runs, per device type, one of ``CONVOLUTIONS``: "grouped" (one
+#: grouped convolution), "gemm" (``conv_gemm``: one batched matmul over the K models) or "triton"
+#: (``icstn.triton_conv``: one launch per direction for all K models; CUDA, or the CPU under
+#: TRITON_INTERPRET=1). cuDNN runs a grouped layer of 4 -> 8 channels per group as one kernel per
+#: group, the cost that dominates IC-STN-4(a) at K = 128 on an H200. "gemm" lost at every K
+#: (H200, run 3); "triton" waits for ``python -m benchmarks.conv_decision`` on a GPU to choose.
 CONV = {"cpu": "grouped", "cuda": "grouped"}
 
 _LAYER = re.compile(r"conv\((\d+)x(\d+);(\d+)\)|(P)|FC\((\d+)\)")
@@ -68,6 +71,7 @@ class StackedNet(nn.Module):
         self.layers = parse_arch(spec)
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         c, h, w = in_shape
+        self.convs = []  # (C, C', kh, kw, H, W) of each convolution: its channels, kernel and input size
         flat = None  # feature width once flattened
         for layer in self.layers:
             if layer[0] == "conv":
@@ -75,6 +79,7 @@ class StackedNet(nn.Module):
                 if flat is not None:
                     raise ValueError(f"conv after FC in {spec!r}")
                 self._add((k, cout, c, kh, kw), (k, cout))
+                self.convs.append((c, cout, kh, kw, h, w))
                 c, h, w = cout, h - kh + 1, w - kw + 1
                 if h < 1 or w < 1:
                     raise ValueError(f"{spec!r} shrinks a {in_shape} input below 1 pixel")
@@ -119,13 +124,11 @@ class StackedNet(nn.Module):
         if self.layers[0][0] == "conv" and CHANNELS_LAST.get(x.device.type, False):
             x = x.contiguous(memory_format=torch.channels_last)
         weights = iter(zip(self.weights, self.biases))
+        conv = convolution(x.device.type)
         for i, layer in enumerate(self.layers):
             if layer[0] == "conv":
                 w, bias = next(weights)
-                if CONV.get(x.device.type) == "gemm":
-                    x = conv_gemm(x, w, bias)
-                else:
-                    x = F.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=k)  # (B, K*C', H', W')
+                x = conv(x, w, bias)  # (B, K*C', H', W')
             elif layer[0] == "pool":
                 x = F.max_pool2d(x, 2)
             else:
@@ -152,3 +155,29 @@ def conv_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Ten
     cols = cols.view(b, k, c_in * kh * kw, ho * wo).permute(1, 0, 3, 2).reshape(k, b * ho * wo, -1)
     out = torch.baddbmm(bias.unsqueeze(1), cols, w.flatten(2).transpose(1, 2))  # (K, B*H'*W', C')
     return out.view(k, b, ho, wo, c_out).permute(1, 0, 4, 2, 3).reshape(b, k * c_out, ho, wo)
+
+
+def conv_grouped(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """K models' convolutions as one grouped convolution (cuDNN's on CUDA): x (B, K*C, H, W),
+    w (K, C', C, kh, kw), bias (K, C') -> (B, K*C', H', W')."""
+    return F.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=w.shape[0])
+
+
+def conv_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``icstn.triton_conv.conv2d_stacked``, imported where chosen: triton is an optional dependency."""
+    from icstn.triton_conv import conv2d_stacked
+
+    return conv2d_stacked(x, w, bias)
+
+
+#: The ways K models' convolution can run, by the names ``CONV`` takes; all map
+#: x (B, K*C, H, W), w (K, C', C, kh, kw), bias (K, C') to (B, K*C', H', W').
+CONVOLUTIONS = {"grouped": conv_grouped, "gemm": conv_gemm, "triton": conv_triton}
+
+
+def convolution(device_type: str):
+    """The convolution ``CONV`` chooses for a device type (any other type: grouped)."""
+    name = CONV.get(device_type, "grouped")
+    if name not in CONVOLUTIONS:
+        raise ValueError(f"icstn.layers.CONV[{device_type!r}] is {name!r}; allowed: {sorted(CONVOLUTIONS)}")
+    return CONVOLUTIONS[name]

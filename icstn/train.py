@@ -14,6 +14,7 @@ device draw the same numbers. ``TrainConfig(cuda_graph=False, tf32=False)`` is t
                       seeds=[0, 1], sigmas=[3.5, 3.5])
     trainer.fit()
     trainer.evaluate()   # one dict of metrics per model
+    trainer.evaluations  # the learning curve: the test metrics at eval_steps(...), the last at the end
 
 ``fit(stop=...)`` checks a stop condition between steps (a wall-clock limit): when it holds, the
 trainer checkpoints through its callbacks and raises ``Stopped``; loading that checkpoint continues
@@ -41,6 +42,43 @@ from icstn.sampling import Sampler
 from icstn.step import TrainStep
 
 
+def log_steps(iterations: int, per_decade: int) -> list[int]:
+    """Steps 1 <= s < iterations spaced ``per_decade`` to a decade on a log scale: 10^(j / per_decade)
+    rounded to the fewest significant digits that keep a decade's points apart (3: the 1-2-5 series
+    1, 2, 5, 10, 20, 50, ...; 4: 1, 2, 3, 6, 10, ...), as integers.
+
+    They do not depend on ``iterations``, so a longer run's points extend a shorter one's, and runs
+    of any budget share their steps.
+
+    >>> log_steps(300, 3)
+    [1, 2, 5, 10, 20, 50, 100, 200]
+    """
+    if per_decade < 0:
+        raise ValueError(f"curve_per_decade must be >= 0, got {per_decade}")
+    if per_decade == 0:
+        return []
+    exact = [10 ** (j / per_decade) for j in range(per_decade)]  # a decade's mantissas in [1, 10)
+    digits = next(d for d in range(1, 16) if len({round(m, d - 1) for m in [*exact, 10.0]}) == per_decade + 1)
+    mantissas = [round(m, digits - 1) for m in exact]
+    steps: set[int] = set()
+    decade = 1
+    while decade < iterations:
+        steps |= {s for m in mantissas if (s := round(m * decade)) < iterations}
+        decade *= 10
+    return sorted(steps)
+
+
+def eval_steps(iterations: int, per_decade: int, every: int = 0) -> list[int]:
+    """Where a run of ``iterations`` steps evaluates on the test set: ``log_steps``, every
+    ``every``-th step (if ``every``), and always the last.
+
+    >>> eval_steps(300, 3, every=100)
+    [1, 2, 5, 10, 20, 50, 100, 200, 300]
+    """
+    periodic = range(every, iterations, every) if every else ()
+    return sorted({*log_steps(iterations, per_decade), *periodic, iterations})
+
+
 @dataclass
 class TrainConfig:
     iterations: int = 1000
@@ -49,7 +87,8 @@ class TrainConfig:
     lr_classifier: float = 1e-2
     noise_warp: str = "homography"  # family of the perturbations; the model's family must contain it
     log_every: int = 50  # training-loss points for the curve
-    eval_every: int = 0  # 0: evaluate at the end only
+    curve_per_decade: int = 3  # test evaluations per decade of steps (eval_steps); 0: none but eval_every's
+    eval_every: int = 0  # also evaluate every so many steps (0: no)
     checkpoint_every: int = 0  # 0: no periodic checkpoints
     eval_seed: int = 0  # the fixed test perturbation
     eval_batch: int = 500
@@ -122,6 +161,7 @@ class Trainer:
         self.evaluator = Evaluator(self.model, self.sampler, cfg.eval_seed, cfg.planar_test_samples, cfg.eval_batch)
         self.step = 0
         self.losses: list[tuple[int, list[float]]] = []  # the training-loss curve
+        self.evaluations: list[tuple[int, list[dict]]] = []  # the test curve: (step, one dict of metrics per model)
 
     @property
     def k(self) -> int:
@@ -153,7 +193,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        # a run continued from a shorter one keeps the loss points of its own spacing: the curve it would have from scratch
+        evals = set(eval_steps(cfg.iterations, cfg.curve_per_decade, cfg.eval_every))
+        # a run continued from a shorter one keeps the points of its own schedule: the same curves as from scratch
+        self.evaluations = [e for e in self.evaluations if e[0] in evals]
         self.losses = [point for point in self.losses if point[0] % cfg.log_every == 0]
         bar = tqdm(total=cfg.iterations, initial=self.step, disable=not progress, desc=self.model_cfg.name, unit="it", mininterval=2)
         while self.step < cfg.iterations:
@@ -172,7 +214,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{sum(values) / len(values):.4f}")
                 for cb in self.callbacks:
                     cb.on_log(self, self.step, values)
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.iterations:
+            if self.step in evals and self.step < cfg.iterations:  # the last: below, whatever the schedule
                 self._evaluated(self.evaluate())
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 for cb in self.callbacks:
@@ -183,6 +225,9 @@ class Trainer:
         return results
 
     def _evaluated(self, results: list[dict]) -> None:
+        if self.evaluations and self.evaluations[-1][0] == self.step:
+            self.evaluations.pop()  # evaluated again at the same step (a resumed run's last): one point per step
+        self.evaluations.append((self.step, [dict(r) for r in results]))  # copies: a caller may add to its results
         for cb in self.callbacks:
             cb.on_eval(self, self.step, results)
 

@@ -136,7 +136,8 @@ def fetch_file(dataset: str, name: str, raw: Path, mirror: str | None, sums: dic
         try:
             _retrieve(location, known, dest)
             digest = file_hash(dest)
-            record_origin(dest, location, digest)
+            # a local mirror by its layout, not its path: the note travels in results and references to other machines
+            record_origin(dest, location if _is_url(location) else f"mirror:{dataset}/{name}", digest)
             print(f"fetched {dataset}/{name} from {redact(location)}", file=sys.stderr)
             return dest, digest
         except Exception as exc:  # the next source may work; report all at the end

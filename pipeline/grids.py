@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from icstn import experiments, models
+from icstn.train import TrainConfig
 from pipeline import schema
 from pipeline.schema import SchemaError
 from pipeline.trial import TRAIN_KEYS, Member, Trial
@@ -34,6 +35,7 @@ class GridError(SchemaError):
 def _grid_schema() -> dict:
     doc = yaml.safe_load(SCHEMA_PATH.read_text())
     doc["properties"]["experiment"]["enum"] = list(experiments.EXPERIMENTS)  # the experiments are their records
+    doc["properties"]["curve_per_decade"]["default"] = TrainConfig.curve_per_decade  # one default, the trainer's
     return doc
 
 
@@ -146,6 +148,39 @@ def _chunks(items: list, most: int) -> list[list]:
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def _axes(grid: dict, cfg: models.ModelConfig) -> dict[str, list]:
+    """The settings one model of the grid sweeps besides its members (a trial per combination)."""
+    rates = as_list(grid["lr_geometric"])[:1] if cfg.family == "cnn" else as_list(grid["lr_geometric"])  # a CNN has no predictor
+    rates = list(dict.fromkeys(grid["lr_geometric_by_family"].get(cfg.family, r) for r in rates))
+    return {"noise_warp": as_list(grid["noise_warp"]), "init": as_list(grid["init"]), "lr_geometric": rates}
+
+
+def size(grid: dict, pack: int = 4) -> tuple[int, int]:
+    """(trials, models) that ``expand`` makes, counted from the axes' lengths without making them:
+    a grid of 250,000 trials takes half a minute to expand and key."""
+    members = len(grid["sigma_px"]) * len(grid["seeds"])
+    trials = trained = 0
+    for name in grid["models"]:
+        combinations = math.prod(len(values) for values in _axes(grid, models.get_config(grid["experiment"], name)).values())
+        trials += combinations * -(-members // pack)  # _chunks: the fewest packs of at most ``pack``
+        trained += combinations * members
+    return trials, trained
+
+
+def check_size(grid: dict, path: str | Path, pack: int, cap: int) -> tuple[int, int]:
+    """(trials, models) of a grid (``size``); GridError naming the file, its size and how to lift
+    the cap when it has more than ``cap`` trials (config key ``max_trials``)."""
+    trials, trained = size(grid, pack)
+    if trials > cap:
+        cost = f"{trained:,} models x {grid['iterations']:,} iterations = {trained * grid['iterations']:,} model-iterations"
+        raise GridError(
+            f"{path}: {trials:,} trials ({cost}) exceed the cap of {cap:,} trials (config key 'max_trials'); shrink the grid "
+            f"(models, sigma_px, seeds, lr_geometric, init, noise_warp), or lift the cap: snakemake --config max_trials={trials} "
+            f"(python -m pipeline.sweep --max-trials {trials})"
+        )
+    return trials, trained
+
+
 def expand(grid: dict, pack: int = 4) -> list[Trial]:
     """The grid's trials: one per model, noise family and pack of at most ``pack`` seed x sigma members.
 
@@ -157,9 +192,7 @@ def expand(grid: dict, pack: int = 4) -> list[Trial]:
     for name in grid["models"]:
         cfg = models.get_config(grid["experiment"], name)
         test_warps = tuple(sorted({cfg.n_warps, *grid["test_warps"]})) if cfg.family == "icstn" else ()
-        rates = as_list(grid["lr_geometric"])[:1] if cfg.family == "cnn" else as_list(grid["lr_geometric"])  # a CNN has no predictor
-        rates = list(dict.fromkeys(grid["lr_geometric_by_family"].get(cfg.family, r) for r in rates))
-        axes = {"noise_warp": as_list(grid["noise_warp"]), "init": as_list(grid["init"]), "lr_geometric": rates}
+        axes = _axes(grid, cfg)
         shown = tuple(k for k, values in axes.items() if len(values) > 1)  # what tells this model's trials apart
         for noise_warp, init, lr_geometric in itertools.product(*axes.values()):
             for chunk in _chunks(members, pack):

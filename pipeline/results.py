@@ -3,6 +3,12 @@
 One row per model x seed x sigma x metric (x test-time unroll count), with the provenance
 columns beside. Reports and figures read these files only.
 
+A final value's row carries its learning curve beside it: ``curve_step`` and ``curve_value``,
+two lists of one length, the metric at each evaluation (``icstn.train.eval_steps``: log-spaced,
+the last at the final step, whose value is ``value``); empty where there is none (a calibration
+row, another unroll count, a trial recorded before curves). ``curves`` gives them in long form,
+one row per point.
+
     python -m pipeline.results --sweep results/table2/sweep.json --out results/table2.parquet
 
 writes a finished sweep's table again from its trials' records (the workflow's step after a
@@ -25,9 +31,9 @@ from pipeline.trial import TrialRecord
 
 COLUMNS = [
     "grid", "experiment", "model", "family", "n_warps_train", "capacity", "member", "seed", "sigma_px", "noise_warp", "split",
-    "metric", "n_warps_test", "value", "iterations", "batch_size", "lr_geometric", "lr_classifier", "lr_scale", "init", "test_samples",
-    "profile", "device", "models_per_step", "cuda_graph", "tf32", "seconds", "trial_key", "git_commit", "python", "torch",
-    "ray", "mlflow", "data_fetched_from",
+    "metric", "n_warps_test", "value", "curve_step", "curve_value", "iterations", "batch_size", "lr_geometric", "lr_classifier",
+    "lr_scale", "init", "test_samples", "profile", "device", "models_per_step", "cuda_graph", "tf32", "seconds", "trial_key",
+    "git_commit", "python", "torch", "ray", "mlflow", "data_fetched_from",
 ]  # fmt: skip
 SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may sweep besides models and seeds
 
@@ -69,10 +75,12 @@ def rows(record: TrialRecord, profile: str) -> list[dict]:
     for k, member in enumerate(record.members):
         base = {**common, "member": k, "seed": member.seed, "sigma_px": member.sigma_px}
         for metric, value in member.metrics.items():
-            out.append({**base, "metric": metric, "n_warps_test": trained, "value": value})
+            points = [(int(step), float(values[metric])) for step, values in member.test_curve if metric in values]
+            curve = {"curve_step": [s for s, _ in points], "curve_value": [v for _, v in points]}
+            out.append({**base, "metric": metric, "n_warps_test": trained, "value": value, **curve})
         for n, value in member.test_warps.items():
             if int(n) != trained:
-                out.append({**base, "metric": "test_error", "n_warps_test": int(n), "value": value})
+                out.append({**base, "metric": "test_error", "n_warps_test": int(n), "value": value, "curve_step": [], "curve_value": []})
     return out
 
 
@@ -85,6 +93,21 @@ def collect(store: GridStore, keys: list[str], profile: str) -> pd.DataFrame:
             raise FileNotFoundError(f"trial {key} has no record in {store.root}: the sweep did not finish it")
         all_rows += rows(record, profile)
     return pd.DataFrame(all_rows, columns=COLUMNS)
+
+
+def curves(df: pd.DataFrame, metric: str = "test_error") -> pd.DataFrame:
+    """The learning curves of ``metric`` at the trained unroll count, long: one row per model x
+    setting x seed x point, with ``step`` and ``value``. A row without a curve (a table written
+    before curves, like an older reference run's) gives its final value as its one point."""
+    rows = df[(df.metric == metric) & (df.n_warps_test == df.n_warps_train)]
+    keys = [k for k in ("grid", "experiment", "model", *SETTINGS, "member", "seed", "trial_key", "iterations") if k in rows]
+    out = []
+    for row in rows.itertuples(index=False):
+        steps = getattr(row, "curve_step", None)
+        points = zip(steps, row.curve_value) if steps is not None and len(steps) else [(row.iterations, row.value)]
+        described = {k: getattr(row, k) for k in keys}
+        out += [{**described, "step": int(step), "value": float(value)} for step, value in points]
+    return pd.DataFrame(out, columns=[*keys, "step", "value"])
 
 
 def write(df: pd.DataFrame, path: str | Path) -> Path:

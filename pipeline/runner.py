@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from icstn import data, experiments, models
+from icstn import checkpoint, data, experiments, models
 from icstn.train import Callback, TrainConfig, Trainer, extends
-from pipeline import provenance
+from pipeline import files, provenance
 from pipeline.images import save_image_grid
 from pipeline.stop import Limit
 from pipeline.store import GridStore
@@ -30,6 +29,15 @@ from pipeline.trial import MemberResult, Trial, TrialRecord, digest
 
 ALIGNMENT_SAMPLES = 8
 CHECKPOINT_EVERY = 10_000  # at most this many steps between checkpoints, however long the run
+
+
+class Unrecoverable(RuntimeError):
+    """A trial stopped by an error no retry mends (``UNRECOVERABLE``); the sweep stops, in one line."""
+
+
+#: A full disk, a checkpoint the trial cannot resume: an executor stops the sweep on them at once
+#: (Ray Tune would retry each ray.max_failures times, every retry failing as the first did).
+UNRECOVERABLE = (files.DiskFull, checkpoint.CheckpointError)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,18 @@ def train_config(trial: Trial, cuda_graph: bool = True) -> TrainConfig:
     )
 
 
+def check_checkpoint(trial: Trial, ctx: Context) -> None:
+    """CheckpointError naming a trial's checkpoint that its trainer could not resume: unreadable,
+    or trained with other settings (another model, members or rates: its result would be labelled
+    as this trial's). Run before any compute, where a refusal in the worker would be retried."""
+    path = ctx.store(trial).checkpoint(trial.key)
+    if path.is_file():
+        remedy = "delete it to retrain that trial afresh"
+        model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
+        wanted = checkpoint.identity(model_cfg, train_config(trial, ctx.cuda_graph), trial.seeds, trial.sigmas)
+        checkpoint.check(checkpoint.read(path, remedy=remedy), wanted, f"checkpoint {path}", remedy)
+
+
 def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, where: dict | None = None) -> TrialRecord:
     """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint, or
     continues a shorter finished trial; raises ``icstn.train.Stopped`` (its checkpoint written) when
@@ -127,7 +147,7 @@ def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, wher
     """
     store = ctx.store(trial)
     waiting = lambda: print(f"trial {trial.key}: another process is training it; waiting", file=sys.stderr, flush=True)  # noqa: E731
-    with store.lock(trial.key, waiting):
+    with files.writing(store.root), store.lock(trial.key, waiting):  # a full disk: DiskFull, naming what could not be written
         return store.record(trial.key) or _train(trial, ctx, store, reporter or Reporter(store, trial.key), where)
 
 
@@ -160,6 +180,7 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
                 metrics=final[k],
                 test_warps={str(n): rows[k]["test_error"] for n, rows in by_warps.items()},
                 curve=[[step, losses[k]] for step, losses in trainer.losses],
+                test_curve=[[step, rows[k]] for step, rows in trainer.evaluations],
             )
         )
         _save_member(trainer, k, arrays, store.member_folder(trial.key, k))
@@ -205,6 +226,7 @@ def _save_member(trainer: Trainer, k: int, arrays: dict, folder: Path) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     weights = {name: t[k : k + 1].clone() for name, t in trainer.model.state_dict().items()}
-    torch.save(weights, folder / "model.pt")
-    np.savez_compressed(folder / "arrays.npz", **{name: a[k] for name, a in arrays.items()})
-    save_image_grid(folder / "alignment.png", arrays["alignment"][k])
+    with files.writing(folder):
+        checkpoint.write(weights, folder / "model.pt")
+        np.savez_compressed(folder / "arrays.npz", **{name: a[k] for name, a in arrays.items()})
+        save_image_grid(folder / "alignment.png", arrays["alignment"][k])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 class SettingsError(ValueError):
@@ -23,6 +24,7 @@ DEFAULTS = {
     "stop_after": None,  # a time limit, e.g. '8m' (pipeline.stop)
     "tracking": {"enabled": True, "uri": None},
     "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": "auto", "max_failures": 2},
+    "max_trials": 2000,  # the largest grid planned without a word: the paper's grids have at most 60 trials even at pack 1
 }
 
 #: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
@@ -78,6 +80,23 @@ def models_per_trial(pack: int | str, device: str) -> int:
     if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
         raise SettingsError(f"config key 'pack': expected 'auto' or an integer >= 1, got {pack!r}")
     return pack
+
+
+MAX_TRIALS_ENV = "ICSTN_MAX_TRIALS"  # the cap a sweep takes when --max-trials is not given
+
+
+def export_max_trials(value: int) -> None:
+    """Give this process's jobs (the workflow's sweeps) a cap on a grid's trials, through their
+    environment: among their tracked settings, changing it would rerun every sweep."""
+    os.environ[MAX_TRIALS_ENV] = str(value)
+
+
+def max_trials(settings: dict) -> int:
+    """The most trials a grid may have (``max_trials``); SettingsError for a value that is not a count."""
+    value = settings["max_trials"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"config key 'max_trials': expected an integer >= 1, got {value!r}")
+    return value
 
 
 def check_device(settings: dict, executor: str) -> None:

@@ -12,6 +12,7 @@ writes a file that every trial looks for.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from pathlib import Path
 
 UNITS = {"s": 1, "m": 60, "h": 3600}
 DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*")
+#: The limit a sweep takes when given no other (``time.time()`` seconds): how a workflow gives one to all its sweeps
+DEADLINE_ENV = "ICSTN_DEADLINE"
 #: How often a trial looks for a request file (seconds): a step is far cheaper than a file system call
 REQUEST_POLL = 1.0
 
@@ -29,6 +32,15 @@ def parse_duration(text: str, where: str = "stop_after") -> float:
     if not match or float(match[1]) <= 0:
         raise ValueError(f"{where}: bad value {text!r}; allowed: a positive number with a unit, s, m or h (e.g. 90s, 8m, 1.5h)")
     return float(match[1]) * UNITS[match[2]]
+
+
+def export_deadline(stop_after: str | None) -> None:
+    """Give this process's jobs (a workflow's sweeps) the limit ``stop_after`` from now, through their
+    environment (among their tracked settings it would rerun them); None: no limit."""
+    if stop_after:
+        os.environ[DEADLINE_ENV] = repr(time.time() + parse_duration(stop_after, "config key 'stop_after'"))
+    else:
+        os.environ.pop(DEADLINE_ENV, None)
 
 
 class LimitReached(Exception):

@@ -2,6 +2,7 @@
 
     <results>/<grid>.parquet                the tidy results table (pipeline.results)
     <results>/<grid>/sweep.json             the last sweep's summary: whether every trial finished, and their keys
+    <results>/<grid>/store.json             the store's own id (its MLflow runs carry it)
     <results>/<grid>/best.json              a search's best setting
     <results>/<grid>/ray/                   Ray Tune's own records
     <results>/<grid>/cache/<digest>.json    values trials share (an alignment task's linear baseline)
@@ -18,7 +19,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
+import uuid
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -57,6 +61,23 @@ class GridStore:
     @property
     def tune_storage(self) -> Path:
         return self.root / "ray"
+
+    def identity(self) -> str:
+        """The store's own id, made once and kept: its MLflow runs carry it, so that a rerun finds
+        them and no other results folder (another clone, another user) on one tracking server does."""
+        path = self.root / "store.json"
+        if not path.is_file():
+            with locked(path.with_suffix(".lock")):
+                if not path.is_file():
+                    write_json(path, {"id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        try:
+            value = json.loads(path.read_text())["id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            value = None
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise ValueError(f"{path} is damaged (its 'id' must be 32 hex digits); delete it to give the grid's MLflow runs "
+                             "a new id (its trials are kept)")  # fmt: skip
+        return value
 
     # --- a trial ----------------------------------------------------------------------------
     def folder(self, key: str) -> Path:
@@ -127,6 +148,9 @@ class GridStore:
     def save_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         with atomic(self.folder(key) / "arrays.npz") as tmp:
             np.savez_compressed(tmp, **arrays)
+
+    def has_arrays(self, key: str) -> bool:
+        return (self.folder(key) / "arrays.npz").is_file()
 
     def arrays(self, key: str, member: int) -> dict[str, np.ndarray]:
         """Member ``member``'s saved arrays (each without the leading model axis)."""

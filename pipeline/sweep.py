@@ -29,11 +29,11 @@ import uuid
 from pathlib import Path
 
 from icstn import data
-from pipeline import executors, grids, results, search, settings, tracking
+from pipeline import executors, files, grids, results, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
-from pipeline.runner import Context
-from pipeline.stop import Limit, LimitReached
+from pipeline.runner import Context, Unrecoverable, check_checkpoint
+from pipeline.stop import DEADLINE_ENV, Limit, LimitReached
 from pipeline.store import GridStore
 from pipeline.trial import Trial, digest
 
@@ -59,19 +59,43 @@ def sweep(
     limit = limit or Limit.after(config["stop_after"])
     backend = executors.get(executor)
     grid = grids.load_grid(grid_path, config["budget"])
+    pack = settings.models_per_trial(config["pack"], config["device"])
+    grids.check_size(grid, grid_path, pack, settings.max_trials(config))  # before expanding it, which takes a while for a huge grid
     data.check(data_root, grid["experiment"])  # fail before any compute if the data is not prepared, or damaged
     ctx = Context(str(Path(data_root).resolve()), str(Path(out).resolve()), config["device"], config["cuda_graph"], limit=limit)
-    trials = grids.expand(grid, settings.models_per_trial(config["pack"], config["device"]))
+    track = track and config["tracking"]["enabled"]
+    check_space(ctx, config, track)
+    trials = grids.expand(grid, pack)
     tracker = None
-    if track and config["tracking"]["enabled"]:
+    if track:
+        files.quiet_disk_full("mlflow.store.db.utils")  # a store on a full disk: the sweep says so once
         tags = {"profile": config["profile"], "git_commit": git_commit(), "executor": executor}
-        tracker = tracking.Tracker(grid, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
+        store = GridStore(ctx.results, grid["name"])
+        tracker = tracking.Tracker(grid, store, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
     try:
         return _run(grid, trials, ctx, config, backend, tracker, {"profile": config["profile"], "executor": executor})
     except BaseException as exc:  # no MLflow run of a failed or interrupted sweep stays RUNNING
+        # what a full disk could not write: the file its error names, else an MLflow store's (sqlite's
+        # 'database or disk is full' names none), else the results
+        store_full = tracker is not None and not isinstance(files.out_of_space(exc), OSError)
+        full = files.disk_full(exc, tracker.uri if store_full else ctx.results)
         if tracker is not None:
-            tracker.abort("KILLED" if isinstance(exc, KeyboardInterrupt | SweepInterrupted) else "FAILED")
+            try:
+                tracker.abort("KILLED" if isinstance(exc, KeyboardInterrupt | SweepInterrupted) else "FAILED")
+            except Exception:
+                if full is None:
+                    raise  # a full store cannot record it either: its runs stay RUNNING until the rerun
+        if full is not None and full is not exc:
+            raise full from exc
         raise
+
+
+def check_space(ctx: Context, config: dict, track: bool) -> None:
+    """DiskFull, before any compute, where the results or a local MLflow store would be written to a full filesystem."""
+    files.check_space(ctx.results, "the results")
+    uri = tracking.tracking_uri(config["tracking"]["uri"])
+    if track and uri.startswith("sqlite:///"):
+        files.check_space(tracking.sqlite_path(uri), f"the MLflow store {uri}")
 
 
 def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, tracker, summary: dict) -> Path:
@@ -82,13 +106,15 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
             best = search.best_settings(grid, trials, ctx, config, backend, tracker)
             trials = search.apply(trials, best)
             summary["best"] = best[grid["models"][0]] if not grid["search"]["per_model"] else best
-        # Before any compute: a damaged record (it would fail the table) and a damaged checkpoint (every retry) each stop the sweep
+        # Before any compute: a damaged record (it would fail the table) and a checkpoint its trial cannot resume
+        # (it would fail every retry, or be resumed as the wrong trial) each stop the sweep
         todo = [t for t in trials if store.record(t.key) is None]
         for t in todo:
-            check_checkpoint(store.checkpoint(t.key))
+            check_checkpoint(t, ctx)
         models = sum(len(t.members) for t in todo)
         print(f"{grid['name']}: {len(trials)} trial{'s' * (len(trials) != 1)}, {len(trials) - len(todo)} already done, {len(todo)} to run "
-              f"({models} models of {grid['iterations']:,} iterations on {ctx.device})", file=sys.stderr, flush=True)  # fmt: skip
+              f"({models} models of {grid['iterations']:,} iterations on {ctx.device}): {models * grid['iterations']:,} model-iterations",
+              file=sys.stderr, flush=True)  # fmt: skip
         if todo:
             backend.run(todo, ctx, config, tracker)
         unfinished = [t.key for t in trials if not store.done(t.key)]
@@ -119,17 +145,6 @@ def _stopped(name: str, limit: Limit, why: str, store: GridStore, summary: dict)
     raise SweepInterrupted(f"{name}: interrupted with {why}; run the same command again to resume them from their checkpoints")
 
 
-def check_checkpoint(path: Path) -> None:
-    """ValueError naming a checkpoint that exists but cannot be read."""
-    if path.is_file():
-        import torch
-
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to retrain that trial afresh") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", required=True)
@@ -139,20 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     parser.add_argument("--cores", type=int, default=None, help="a local Ray runtime's CPUs, where ray.num_cpus is unset")
+    parser.add_argument("--max-trials", type=int, default=os.environ.get(settings.MAX_TRIALS_ENV),
+                        help=f"refuse a grid of more trials (default: {settings.MAX_TRIALS_ENV}, else config key max_trials)")  # fmt: skip
     parser.add_argument("--stop-after", default=None, metavar="DURATION",
                         help="a time limit, e.g. 90s, 8m, 1.5h: then every trial checkpoints and stops, and a rerun continues")  # fmt: skip
-    parser.add_argument("--deadline", type=float, default=None, help="the limit as a time.time() value (a workflow's, for all its sweeps)")
+    parser.add_argument("--deadline", type=float, default=os.environ.get(DEADLINE_ENV),
+                        help=f"the limit as a time.time() value (default: {DEADLINE_ENV}: a workflow's, for all its sweeps)")  # fmt: skip
     args = parser.parse_args(argv)
     config = args.settings
+    if args.max_trials is not None:
+        config = settings.merge(config, {"max_trials": args.max_trials})
     if args.cores and not config.get("ray", {}).get("num_cpus"):
         config = settings.merge(config, {"ray": {"num_cpus": args.cores}})
     executor = args.executor or config.get("executor", "ray")
     request = GridStore(args.out, Path(args.grid).stem).stop_request(f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        if args.deadline:
-            limit = Limit(args.deadline, str(request))
-        elif args.stop_after:
+        if args.stop_after:
             limit = Limit.after(args.stop_after, request, where="--stop-after")
+        elif args.deadline:
+            limit = Limit(args.deadline, str(request))
         else:
             limit = Limit.after(config.get("stop_after"), request, where="config key 'stop_after'")
     except ValueError as exc:
@@ -160,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: limit.request())  # a job stopped by its scheduler: every trial checkpoints and stops
     try:
         sweep(args.grid, args.out, args.data, config, executor, track=not args.no_tracking, limit=limit)
-    except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError) as exc:
+    except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError, files.DiskFull, Unrecoverable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SweepStopped as exc:

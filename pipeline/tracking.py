@@ -2,8 +2,10 @@
 
 The driver is the only writer (Ray Tune callbacks and the inline executor both call into one
 ``Tracker``), which holds for an embedded sqlite store and a remote server alike. Every child
-run carries the tag ``icstn.run_key`` (trial key / seed / sigma): a rerun finds it instead of
-creating a duplicate, and an unfinished one is resumed rather than replaced.
+run carries the tag ``icstn.run_key`` (trial key / seed / sigma), and every run the id of the
+results store it mirrors (``icstn.store``): a rerun finds its own runs instead of creating
+duplicates, and resumes an unfinished one rather than replacing it, while the runs of another
+checkout on a shared tracking server, with the same grid and keys, are never touched.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_KEY = "icstn.run_key"
 ADVICE = "fix it, point MLFLOW_TRACKING_URI elsewhere, or run with --no-tracking"
 SWEEP_KEY = "icstn.sweep_key"
+CURVES = ("train_loss", "test_error")  # a training log's metric, and an evaluation's (the learning curve)
+STORE_KEY = "icstn.store"  # the results store's id (GridStore.identity)
+STORE_PATH = "icstn.store_path"  # host:folder of that store, for a person telling checkouts apart
 
 
 class TrackingError(RuntimeError):
@@ -121,26 +126,32 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
 class Tracker:
     """Records one sweep of one grid. Call ``start_trial``, ``log``, ``finish_trial``."""
 
-    def __init__(self, grid: dict, sweep_key: str, tags: dict, uri: str | None = None):
+    def __init__(self, grid: dict, store: GridStore, sweep_key: str, tags: dict, uri: str | None = None):
         self.uri = tracking_uri(uri)
         self.client = open_store(self.uri)
-        self.tags = {k: str(v) for k, v in tags.items()}
+        self.store, self.store_id = store, store.identity()
+        self.tags = {k: str(v) for k, v in tags.items()} | {STORE_KEY: self.store_id, STORE_PATH: f"{socket.gethostname()}:{store.root}"}
         self.experiment_id = experiment(self.client, grid["name"])
-        found = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_KEY}` = '{sweep_key}'", max_results=1)
-        if found:
-            self.parent = found[0].info.run_id
+        found = self._search(SWEEP_KEY, sweep_key)
+        if found is not None:
+            self.parent = found.info.run_id
             self.client.update_run(self.parent, "RUNNING")  # a rerun finishes what a failed or killed sweep left
+            self.client.log_batch(self.parent, tags=[_tag(k, v) for k, v in self.tags.items()])  # this sweep's commit, profile
         else:
-            run = self.client.create_run(
-                self.experiment_id, tags={SWEEP_KEY: sweep_key, "mlflow.runName": f"sweep {grid['name']}", **self.tags}
-            )
+            # one grid name may hold other content, and other checkouts: the name tells their parents apart
+            name = f"sweep {grid['name']} grid={sweep_key[:6]} store={self.store_id[:6]}"
+            run = self.client.create_run(self.experiment_id, tags={SWEEP_KEY: sweep_key, "mlflow.runName": name, **self.tags})
             self.parent = run.info.run_id
             self.client.log_batch(self.parent, params=_params(_flatten("grid", grid, {})))
         self.runs: dict[str, list[str]] = {}  # trial key -> run id per member
-        self.last_step: dict[str, int] = {}
+        # run id -> the last step it has of the training-loss curve and of the test curve: a trial
+        # rerun from its last checkpoint (or from scratch) repeats steps the run already has
+        self.last_step: dict[str, dict[str, int]] = {}
 
-    def _find(self, key: str):
-        found = self.client.search_runs([self.experiment_id], f"tags.`{RUN_KEY}` = '{key}'", max_results=5)
+    def _search(self, tag: str, value: str):
+        """This store's newest run tagged ``tag`` = ``value``, or None: never another store's."""
+        query = f"tags.`{STORE_KEY}` = '{self.store_id}' and tags.`{tag}` = '{value}'"
+        found = self.client.search_runs([self.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
         return found[0] if found else None
 
     def start_trial(self, trial: Trial) -> None:
@@ -148,13 +159,15 @@ class Tracker:
         ids = []
         for k, member in enumerate(trial.members):
             key = trial.member_key(k)
-            existing = self._find(key)
+            existing = self._search(RUN_KEY, key)
+            if existing is not None and existing.info.status == "FINISHED" and not self.store.done(trial.key):
+                existing = None  # its record was deleted: the retrained trial's result gets a run of its own
             if existing is not None:
                 run_id = existing.info.run_id
                 if existing.info.status != "FINISHED":
                     self.client.update_run(run_id, "RUNNING")
-                history = self.client.get_metric_history(run_id, "train_loss")
-                self.last_step[run_id] = max((m.step for m in history), default=-1)
+                self.last_step[run_id] = {curve: max((m.step for m in self.client.get_metric_history(run_id, curve)), default=-1)
+                                          for curve in CURVES}  # fmt: skip
             else:
                 name = " ".join(filter(None, (trial.model, trial.settings, f"seed={member.seed} sigma={member.sigma_px:g}")))
                 tags = {
@@ -169,21 +182,22 @@ class Tracker:
                 described = {k: v for k, v in trial.to_dict().items() if k not in ("members", "shown")} | {"key": trial.key}
                 params = _flatten("", {**described, "seed": member.seed, "sigma_px": member.sigma_px, "member_index": k}, {})
                 self.client.log_batch(run_id, params=_params(params))
-                self.last_step[run_id] = -1
+                self.last_step[run_id] = dict.fromkeys(CURVES, -1)
             ids.append(run_id)
         self.runs[trial.key] = ids
 
     def log(self, trial_key: str, step: int, per_member: list[dict]) -> None:
-        """Log metrics at ``step``, one dict per member (skipping steps a resumed run already has)."""
+        """Log metrics at ``step``, one dict per member (skipping the steps of a curve that a resumed run already has)."""
         from mlflow.entities import Metric
 
         for run_id, values in zip(self.runs[trial_key], per_member):
-            if "train_loss" in values and step <= self.last_step[run_id]:
+            curve = next((c for c in CURVES if c in values), None)
+            if curve is not None and step <= self.last_step[run_id][curve]:
                 continue
             metrics = [Metric(name, float(v), 0, step) for name, v in values.items() if v is not None]
             self.client.log_batch(run_id, metrics=metrics)
-            if "train_loss" in values:
-                self.last_step[run_id] = step
+            if curve is not None:
+                self.last_step[run_id][curve] = step
 
     def finish_trial(self, record: TrialRecord, store: GridStore) -> None:
         """Final metrics, the device and member k's files (weights, PNG, arrays) on each member's run."""
@@ -192,7 +206,7 @@ class Tracker:
         key = record.trial.key
         for k, run_id in enumerate(self.runs[key]):
             if self.client.get_run(run_id).info.status == "FINISHED":
-                continue  # another sweep process finished this trial and recorded it
+                continue  # another sweep process of this store finished this trial and recorded it
             member = record.members[k]
             metrics = [Metric(f"final_{n}", float(v), 0, record.iterations) for n, v in member.metrics.items()]
             metrics += [Metric("test_error_by_warps", float(v), 0, int(n)) for n, v in member.test_warps.items()]

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "eval_every")
+TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "curve_per_decade", "eval_every")
 
 
 def setting_text(key: str, value) -> str:
@@ -125,6 +125,9 @@ class MemberResult:
     metrics: dict = field(hash=False)  # final evaluation: test_error, test_loss (and baseline_error for alignment)
     test_warps: dict = field(hash=False)  # str(unroll count) -> test_error
     curve: list = field(hash=False)  # [[step, training loss], ...]
+    # [[step, {metric: value}], ...]: the test metrics at each evaluation (icstn.train.eval_steps),
+    # the last at the final step (a record written before test curves has none)
+    test_curve: list = field(default_factory=list, hash=False)
 
 
 @dataclass(frozen=True)

@@ -72,5 +72,5 @@ def data_env(mirror: Path | None) -> dict[str, str]:
 
 
 def fetched_from(mirror: Path | None) -> str:
-    """What ``data_fetched_from`` holds: the mirror's path, or an official HTTPS source."""
-    return str(mirror) if mirror else "https://"
+    """What ``data_fetched_from`` holds: a local mirror's layout (never a machine's path), or an official HTTPS source."""
+    return "mirror:" if mirror else "https://"

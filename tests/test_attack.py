@@ -104,6 +104,20 @@ def test_a_config_mistake_is_one_line_before_any_job(tmp_path, mirror, override,
     assert not (work / "data").exists() and not (work / "results").exists()
 
 
+def test_a_grid_over_the_cap_is_refused_and_lifting_the_cap_reruns_no_sweep(tmp_path, mirror, data_root):
+    profile = {"pack": 4, "budget": {"iterations": 20}, "tracking": {"enabled": False}}
+    work = mini_workflow(tmp_path, profile, seeds=[0, 1, 2, 3, 4])  # 5 models, 4 to a trial: 2 trials
+    out = snakemake(work, mirror, "results/align.parquet", "--config", "max_trials=1")
+    assert out.returncode != 0
+    assert ("config/grids/align.yaml: 2 trials (5 models x 20 iterations = 100 model-iterations) exceed the cap of 1 trials "
+            "(config key 'max_trials'); shrink the grid") in out.stdout + out.stderr  # fmt: skip
+    assert not list(work.glob("results/align/*"))  # before the sweep planned anything (Snakemake makes its summary's folder)
+    lifted = snakemake(work, mirror, "results/align.parquet", "--config", "max_trials=2")
+    assert lifted.returncode == 0, lifted.stderr[-3000:]
+    dry = snakemake(work, mirror, "results/align.parquet", "-n", "--config", "max_trials=5000")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+
+
 def test_a_yml_grid_is_a_sweep(tmp_path, mirror):
     work = mini_workflow(tmp_path, {})
     (work / "config" / "grids" / "align.yaml").rename(work / "config" / "grids" / "align2.yml")

@@ -1,10 +1,12 @@
-"""benchmarks.throughput: one JSON object per measurement, ratios to the in-run baseline, and the projected cost."""
+"""benchmarks.throughput: one JSON object per measurement, ratios to the in-run baseline, and the projected cost;
+benchmarks.conv_decision's plumbing on a CPU."""
 
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import REPO
@@ -88,3 +90,36 @@ def test_conv_and_layout_switches_change_what_is_measured_not_the_baseline():
     rows = [r for r in run("--model", "IC-STN-2(b)", "--k", "2", "--conv", "gemm", "--layout", "nchw") if "mode" in r]
     assert rows[0]["baseline"] and "conv" not in rows[0] and "layout" not in rows[0]
     assert (rows[1]["conv"], rows[1]["layout"]) == ("gemm", "nchw") and rows[1]["model_iters_per_s"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU it would run the whole decision")
+def test_conv_decision_without_cuda_says_so_in_one_line(capsys):
+    from benchmarks import conv_decision
+
+    assert conv_decision.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "no CUDA device" in json.loads(lines[0])["skipped"]
+
+
+def test_conv_decision_dry_runs_on_a_cpu(capsys, tmp_path):
+    """The plumbing on a CPU: one shape (CNN(b)'s 9x9 classifier, via IC-STN-2(b)), the end-to-end step, the decision."""
+    from benchmarks import conv_decision
+
+    args = ["--device", "cpu", "--models", "mnist:IC-STN-2(b)", "--k", "2", "--batch", "2", "--reps", "1", "--formulations",
+            "grouped-tf32", "grouped-bf16-nhwc", "triton-fp32", "--e2e-k", "1", "--choices", "grouped", "gemm", "--steps", "1",
+            "--warmup", "1", "--max-error", "1e-6", "--table", str(tmp_path / "table.txt")]  # fmt: skip
+    assert conv_decision.main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    timed = [(r["formulation"], r.get("direction")) for r in rows if "formulation" in r]
+    directions = ["forward", "input", "weight"]
+    assert timed == [("grouped-tf32", d) for d in directions] + [("grouped-bf16-nhwc", d) for d in directions] + [("triton-fp32", None)]
+    by = {(r["formulation"], r.get("direction")): r for r in rows if "formulation" in r}
+    assert all(by["grouped-tf32", d]["error"] == 0.0 and by["grouped-tf32", d]["ms"] > 0 for d in directions)  # the reference itself
+    assert all(1e-4 < by["grouped-bf16-nhwc", d]["error"] < 2e-2 for d in directions)  # bfloat16's rounding, measured
+    assert "failed" in by["triton-fp32", None]  # no CUDA, no interpreter: a row that says why, and the run goes on
+    e2e = [r for r in rows if "end_to_end" in r]
+    assert [(r["choice"], r["k"]) for r in e2e] == [("grouped", 1), ("gemm", 1)] and e2e[0]["ratio"] == 1.0
+    decision = rows[-1]
+    assert decision["winner_per_shape"] == {"1->3 9x9 on 28x28": "grouped-tf32"}  # the only one within 1e-6
+    assert decision["whole_model_choice"] in {"grouped", "gemm"} and set(decision["e2e_geomean_ratio"]) == {"grouped", "gemm"}
+    assert "winner per shape" in (tmp_path / "table.txt").read_text()

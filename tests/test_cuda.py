@@ -1,13 +1,18 @@
-"""The fast path on CUDA: the captured step equals the plain path, and the CPU, to float tolerance.
+"""The fast path on CUDA: the captured step equals the plain path, and the CPU, to float tolerance;
+the Triton convolution agrees with cuDNN's and captures like it.
 
 Skipped without a CUDA device; benchmarks/device_check.sh runs it on a GPU machine. Synthetic
 data (``icstn.data.synthetic``): no dataset needs to travel with it.
 """
 
+import importlib.util
+import math
+
 import pytest
 import torch
 
-from icstn import models
+from benchmarks.conv_decision import conv_shapes
+from icstn import layers, models
 from icstn.data import synthetic
 from icstn.step import GRAPH_WARMUP
 from icstn.train import TrainConfig, Trainer
@@ -107,3 +112,93 @@ def test_tf32_stays_close():
     assert torch.allclose(exact_losses[:GRAPH_WARMUP], tf32_losses[:GRAPH_WARMUP], rtol=5e-3)
     d = drift(exact, tf32, start)
     assert d < 0.3, f"drift {d:.3g}"
+
+
+# The Triton convolution (icstn.triton_conv): each direction against cuDNN's grouped convolution,
+# then the training step with it. tests/test_triton_conv.py checks the kernels' arithmetic on a CPU.
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the CUDA build of torch ships it)")
+SHAPES = list(conv_shapes())  # (C, C', kh, kw, H, W) of IC-STN-4(a)'s and the GTSRB IC-STN-4's convolutions
+
+
+@pytest.fixture
+def exact_fp32():
+    """No TF32 in cuDNN's convolutions nor in the Triton kernels' tl.dot (they follow the same switch)."""
+    before = torch.backends.cudnn.conv.fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    yield
+    torch.backends.cudnn.conv.fp32_precision = before
+
+
+def conv_tensors(shape, k=8, b=16):
+    """x (B, K*C, H, W), w (K, C', C, kh, kw), bias (K, C') and an output gradient, on the GPU."""
+    c, c_out, kh, kw, h, w = shape
+    g = torch.Generator().manual_seed(0)
+    sizes = [(b, k * c, h, w), (k, c_out, c, kh, kw), (k, c_out), (b, k * c_out, h - kh + 1, w - kw + 1)]
+    x, weight, bias, dy = (torch.randn(s, generator=g) for s in sizes)
+    return [t.cuda() for t in (x, weight / math.sqrt(c * kh * kw), bias, dy)]
+
+
+def all_directions(conv, x, weight, bias, dy) -> list[torch.Tensor]:
+    """The output, and the gradients of the input, the weights and the biases."""
+    x, weight, bias = (t.clone().requires_grad_() for t in (x, weight, bias))
+    out = conv(x, weight, bias)
+    return [out.detach(), *torch.autograd.grad(out, (x, weight, bias), dy)]
+
+
+def relative_errors(got, want) -> dict[str, float]:
+    names = ("output", "input", "weight", "bias")
+    return {n: ((a - b).abs().max() / b.abs().max()).item() for n, a, b in zip(names, got, want)}
+
+
+@needs_triton
+@pytest.mark.parametrize("path", ["fma", "dot"])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{c}-{o}-{kh}x{kw}-{h}x{w}" for c, o, kh, kw, h, w in SHAPES])
+def test_triton_convolution_agrees_with_cudnn(shape, path, exact_fp32, monkeypatch):
+    """Within 1e-4 of cuDNN without TF32 in every direction, either path for narrow channel blocks;
+    the weight gradient (partial sums, then their sum) is the same on every call."""
+    from icstn import triton_conv
+
+    monkeypatch.setattr(triton_conv, "DOT_MIN_CHANNELS", 16 if path == "fma" else 1)
+    tensors = conv_tensors(shape)
+    got = all_directions(layers.conv_triton, *tensors)
+    errors = relative_errors(got, all_directions(layers.conv_grouped, *tensors))
+    assert max(errors.values()) < 1e-4, errors
+    assert torch.equal(got[2], all_directions(layers.conv_triton, *tensors)[2])
+
+
+@needs_triton
+def test_triton_convolution_follows_the_tf32_switch():
+    """The widest layer (6 -> 24, tl.dot in every direction): TF32 when the step asks for it, and close."""
+    shape = (6, 24, 7, 7, 30, 30)
+    tensors = conv_tensors(shape)
+    before = torch.backends.cudnn.conv.fp32_precision
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        want = all_directions(layers.conv_grouped, *tensors)
+        exact = relative_errors(all_directions(layers.conv_triton, *tensors), want)
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        tf32 = relative_errors(all_directions(layers.conv_triton, *tensors), want)
+    finally:
+        torch.backends.cudnn.conv.fp32_precision = before
+    for name in ("output", "input", "weight"):
+        assert exact[name] < 1e-5 < tf32[name] < 1e-2, (name, exact, tf32)
+
+
+@needs_triton
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] != "planar"], ids=lambda c: c[1])  # the planar model has no convolution
+def test_triton_step_captures_and_trains_like_cudnn(case, monkeypatch):
+    """With icstn.layers.CONV["cuda"] = "triton": the captured step equals the plain one (no host
+    synchronisation, no atomics), and trains like cuDNN's grouped convolution."""
+    cudnn = make(*case, "cuda", cuda_graph=True)
+    start = weights(cudnn)
+    cudnn_losses = train(cudnn)  # the convolution is chosen at each forward: train this one first
+    monkeypatch.setitem(layers.CONV, "cuda", "triton")
+    fast, plain = make(*case, "cuda", cuda_graph=True), make(*case, "cuda", cuda_graph=False)
+    fast_losses, plain_losses = train(fast), train(plain)
+    assert fast.stepper.graph is not None
+    assert torch.allclose(fast_losses[:EARLY], plain_losses[:EARLY], rtol=1e-4, atol=1e-5)
+    d = drift(fast, plain, start)
+    assert d < 1e-2, f"captured against plain: drift {d:.3g}"
+    assert torch.allclose(fast_losses[:EARLY], cudnn_losses[:EARLY], rtol=1e-3, atol=1e-4)
+    d = drift(fast, cudnn, start)
+    assert d < 0.15, f"Triton against cuDNN: drift {d:.3g}"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -130,6 +131,42 @@ def test_corrupt_checkpoint_on_resume(tmp_path, data_root):
     assert bad.read_bytes().startswith(b"PK")  # the user's file is left for them to inspect
 
 
+@pytest.mark.parametrize(
+    "model, changes, step, differing",
+    [
+        # a run of a longer schedule at another rate, 600 steps in, put in the folder of a 300-iteration trial
+        (
+            "IC-STN-2(b)",
+            {"lr_geometric": 3e-5, "iterations": 3000},
+            600,
+            ["lr_geometric 3e-05 (wanted 0.001)", "step 600 (wanted 'at most iterations=300')"],
+        ),
+        ("STN(b)", {}, 0, ["model.name 'STN(b)' (wanted 'IC-STN-2(b)')"]),
+    ],
+)
+def test_a_checkpoint_of_other_settings_is_refused_before_compute(tmp_path, data_root, model, changes, step, differing):
+    """Resumed, the first was recorded as the trial's own (its row said 0.001 and 600 iterations); the
+    second failed only in the trial, three times under Ray, in pages naming neither the file nor what to do."""
+    from icstn import data, models
+    from icstn.train import TrainConfig, Trainer
+    from pipeline import grids
+
+    grid = write_grid(tmp_path)
+    trial = grids.expand(grids.load_grid(grid))[0]
+    mnist = data.load(data_root / "processed", "mnist")
+    other = Trainer(models.get_config("mnist", model), TrainConfig(**{**trial.train, **changes}), mnist, trial.seeds, trial.sigmas)
+    other.step = step
+    path = other.save(tmp_path / "r" / "faulty" / "trials" / trial.key / "checkpoint.pt")
+    out = run_cli(["--grid", grid, "--out", tmp_path / "r", "--data", data_root / "processed", "--no-tracking"], timeout=120)
+    assert out.returncode == 2, out.stderr[-3000:]
+    error = out.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: checkpoint {path} was trained with other settings: ")
+    assert error.endswith("; delete it to retrain that trial afresh")
+    assert all(d in error for d in differing), error
+    assert len(out.stderr.strip().splitlines()) == 1 and "Ray" not in out.stderr  # before the Ray runtime starts
+    assert path.is_file() and not (path.parent / "record.json").exists()
+
+
 def test_a_damaged_record_is_named_before_any_compute(tmp_path, data_root):
     from pipeline import grids
 
@@ -141,6 +178,102 @@ def test_a_damaged_record_is_named_before_any_compute(tmp_path, data_root):
     with pytest.raises(ValueError, match=f"{bad} is damaged \\(JSONDecodeError: .*\\); delete it to train that trial again"):
         sweep.sweep(grid, tmp_path / "r", data_root / "processed", {}, "inline", track=False)
     assert not (tmp_path / "r" / "faulty" / "trials" / second).exists()  # the other trial did not start
+
+
+FULL_DEVICE = Path("/dev/full")  # Linux: every write to it fails with ENOSPC, as on a full disk
+
+
+@pytest.mark.skipif(not FULL_DEVICE.exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("executor", ["inline", "ray"])
+def test_a_full_disk_is_one_line_naming_the_file_and_no_retry(tmp_path, data_root, executor):
+    """A full disk gave 370 lines of tracebacks, three Ray retries that could not succeed and torch's
+    'enforce fail at inline_container.cc'. The second trial's checkpoint is written to /dev/full
+    (the temporary file it is written to, then renamed, is a link there): the real write path fails."""
+    from pipeline import grids
+
+    grid = write_grid(tmp_path, "full", models=["CNN(b)", "STN(b)"], iterations=10, eval_every=0)
+    first, second = grids.expand(grids.load_grid(grid))
+    link = tmp_path / "r" / "full" / "trials" / second.key / "checkpoint.pt.tmp"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(FULL_DEVICE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--grid", grid, "--out", tmp_path / "r", "--data", data_root / "processed", "--executor", executor,
+            "--settings", json.dumps({"ray": {"num_cpus": 2}})]  # fmt: skip
+    out = run_cli(args, env={"MLFLOW_TRACKING_URI": uri}, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert lines[-1] == (
+        f"error: no space left on device: {link.parent / 'checkpoint.pt'} could not be written; free space there and run the same "
+        "command again (finished trials are kept; unfinished ones resume from their last checkpoints)"
+    ), out.stderr[-3000:]
+    assert len(lines) < 40, out.stderr
+    for noise in ("Traceback", "enforce fail", "Trial task failed"):
+        assert noise not in out.stderr, out.stderr
+    assert sum(f"started {second.label}" in line for line in lines) == 1  # never retried
+    assert not link.exists()  # nothing half-written is left
+    if executor == "inline":  # one trial after another: the first finished, and is kept
+        assert (tmp_path / "r" / "full" / "trials" / first.key / "record.json").is_file()
+    client = mlflow.tracking.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    # space freed (the link is gone): the same command finishes the sweep, from what was kept
+    rerun = run_cli(args, env={"MLFLOW_TRACKING_URI": uri}, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    if executor == "inline":
+        assert "full: 2 trials, 1 already done, 1 to run" in rerun.stderr
+    assert len(pd.read_parquet(tmp_path / "r" / "full.parquet")) == 2 * 2 * 2  # 2 models x 2 seeds x (error, loss)
+    runs = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 1 + 4
+
+
+def test_an_error_no_retry_mends_is_not_retried_by_ray(tmp_path, data_root, capfd):
+    """A trial's checkpoint that it cannot resume is refused before compute, but a search's trials
+    are known only once sampled: under Ray their refusal stops the sweep at once, as a full disk does."""
+    from pipeline import grids, settings
+    from pipeline.executors import tune as tune_executor
+    from pipeline.runner import Context, Unrecoverable
+
+    trial = grids.expand(grids.load_grid(write_grid(tmp_path, "stop", models=["CNN(b)"], seeds=[0], iterations=10)))[0]
+    bad = tmp_path / "r" / "stop" / "trials" / trial.key / "checkpoint.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PK\x03\x04 not a checkpoint")
+    ctx = Context(str(data_root / "processed"), str(tmp_path / "r"))
+    with pytest.raises(Unrecoverable, match=f"checkpoint {bad} is unreadable .*; delete it"):
+        tune_executor.run([trial], ctx, settings.resolve({"device": "cpu", "ray": {"num_cpus": 1}}))
+    err = capfd.readouterr().err
+    assert err.count(f"started {trial.label}") == 1 and "Trial task failed" not in err, err[-3000:]
+
+
+def test_too_little_space_is_refused_before_any_compute(tmp_path, data_root, monkeypatch):
+    import shutil
+
+    from pipeline import files
+
+    free = shutil.disk_usage(tmp_path).free
+    monkeypatch.setattr(files, "MIN_FREE", free + 2**40)  # a disk with less free space than a sweep needs
+    with pytest.raises(files.DiskFull) as caught:
+        sweep.sweep(write_grid(tmp_path), tmp_path / "r", data_root / "processed", {}, "inline", track=False)
+    assert str(caught.value).startswith(f"no space left on device: {tmp_path / 'r'} (the results) is on a filesystem with ")
+    assert "MB free, less than the " in str(caught.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_full_sqlite_store_is_told_from_other_errors(tmp_path):
+    """sqlite's own 'database or disk is full', however MLflow and SQLAlchemy wrap it, is a full disk."""
+    import sqlite3
+
+    from pipeline import files
+
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("PRAGMA max_page_count = 2")  # the store can grow no further, as on a full disk
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        db.execute("CREATE TABLE t (x)")
+        db.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 100)
+    try:
+        raise RuntimeError("wrapped") from caught.value
+    except RuntimeError as wrapped:
+        assert files.out_of_space(wrapped) is caught.value
+    assert files.out_of_space(ValueError("database is locked")) is None
 
 
 def _trial_workers():

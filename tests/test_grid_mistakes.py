@@ -43,6 +43,13 @@ class TestBudgetOnlyLowers:
         assert load(tmp_path, name="h")["lr_scale"] == 1.0
 
 
+def test_the_learning_curves_density_defaults_to_the_trainers_and_reaches_each_trial(tmp_path):
+    from icstn.train import TrainConfig
+
+    assert {t.train["curve_per_decade"] for t in grids.expand(load(tmp_path))} == {TrainConfig.curve_per_decade}
+    assert {t.train["curve_per_decade"] for t in grids.expand(load(tmp_path, curve_per_decade=5))} == {5}
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -52,6 +59,7 @@ class TestBudgetOnlyLowers:
         ({"iterations": 10**13}, r"key 'iterations': bad value 10000000000000; allowed: <= 10000000"),
         ({"models": ["IC-STN-99999999(b)"]}, r"key 'models.0': unknown mnist model 'IC-STN-99999999\(b\)'.*1 <= N <= 32"),
         ({"test_warps": [100]}, r"key 'test_warps.0': bad value 100; allowed: <= 32"),
+        ({"curve_per_decade": -1}, r"key 'curve_per_decade': bad value -1; allowed: >= 0"),
         ({"seeds": [1.5]}, r"key 'seeds.0': bad value 1.5; allowed: an integer >= 0 and <= 4294967295$"),
         ({"seeds": [0, 0]}, r"key 'seeds': bad value \[0, 0\]; allowed: each value once"),
         ({"sigma_px": [3.5, 3.5]}, r"key 'sigma_px': bad value \[3.5, 3.5\]; allowed: each value once"),
@@ -116,6 +124,56 @@ def test_a_grid_file_name_the_sweep_cannot_carry(tmp_path):
     path = write(tmp_path, BASE, name="my grid")
     with pytest.raises(grids.GridError, match="my grid.yaml: a grid's file name may hold letters, digits, '-' and '_' only"):
         grids.load_grid(path)
+
+
+class TestGridSize:
+    """A grid's size is said, and bounded, before it is planned: a seeds list of 10,000 once started
+    thousands of trials without a word, after a minute spent expanding it."""
+
+    HUGE = {"models": ["IC-STN-2(b)", "STN(b)", "CNN(b)"], "seeds": list(range(10_000)), "sigma_px": [2, 3.5], "lr_geometric": [1e-3, 1e-4]}
+
+    @pytest.mark.parametrize("pack", [1, 3, 4, 128])
+    def test_size_counts_what_expand_makes(self, tmp_path, pack):
+        grid = load(tmp_path, models=["IC-STN-2(b)", "CNN(b)", "STN(b)"], seeds=[0, 1, 2, 3, 4], sigma_px=[1.0, 3.5],
+                    lr_geometric=[1e-3, 1e-4], lr_geometric_by_family={"stn": 1e-5}, noise_warp=["affine", "homography"],
+                    init=["code", "he"])  # fmt: skip
+        trials = grids.expand(grid, pack)
+        assert grids.size(grid, pack) == (len(trials), sum(len(t.members) for t in trials))
+
+    def test_a_grid_beyond_the_cap_is_refused_before_it_is_expanded(self, tmp_path, monkeypatch):
+        from pipeline import sweep
+
+        def expand(*args, **kwargs):
+            raise AssertionError("the grid was expanded before its size was checked")
+
+        monkeypatch.setattr(grids, "expand", expand)
+        path = write(tmp_path, {**BASE, **self.HUGE}, name="huge")
+        # (2 rates x 2 models with a predictor + 1 CNN) x 20,000 members, 4 per trial
+        with pytest.raises(grids.GridError) as caught:
+            sweep.sweep(path, tmp_path / "r", tmp_path / "no-data", {"device": "cpu"}, "inline", track=False)
+        assert str(caught.value) == (
+            f"{path}: 25,000 trials (100,000 models x 20 iterations = 2,000,000 model-iterations) exceed the cap of 2,000 trials "
+            "(config key 'max_trials'); shrink the grid (models, sigma_px, seeds, lr_geometric, init, noise_warp), or lift the cap: "
+            "snakemake --config max_trials=25000 (python -m pipeline.sweep --max-trials 25000)"
+        )
+        assert not (tmp_path / "r").exists()
+
+    def test_the_cap_is_lifted_by_the_flag_it_names(self, tmp_path, capsys):
+        from pipeline import sweep
+
+        path = write(tmp_path, {**BASE, **self.HUGE}, name="huge")
+        args = ["--grid", str(path), "--out", str(tmp_path / "r"), "--data", str(tmp_path / "x"), "--no-tracking", "--executor", "inline"]
+        assert sweep.main([*args, "--max-trials", "24999"]) == 2
+        assert "25,000 trials (100,000 models x 20 iterations" in capsys.readouterr().err
+        # lifted, the grid passes its size check and goes on to the next: here, the missing data
+        assert sweep.main([*args, "--max-trials", "25000"]) == 2
+        assert "error: prepared dataset 'mnist' not found" in capsys.readouterr().err
+
+    def test_a_cap_that_is_not_a_count(self, tmp_path):
+        from pipeline import settings, sweep
+
+        with pytest.raises(settings.SettingsError, match="config key 'max_trials': expected an integer >= 1, got 0"):
+            sweep.sweep(write(tmp_path, BASE), tmp_path / "r", tmp_path / "no-data", {"max_trials": 0}, "inline", track=False)
 
 
 class TestFigures:

@@ -58,3 +58,18 @@ def test_the_command_says_it_in_one_line(archive, earlier, capsys):
     assert reference.main(["unpack", str(archive), "--into", str(earlier)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {archive}: not a readable reference archive (") and err.count("\n") == 1
+
+
+def test_the_committed_reference_names_no_machines_paths():
+    """A reference travels between machines: its provenance says where data came from by layout, not by path."""
+    import re
+
+    import pandas as pd
+
+    for table in REPO.glob("reports/reference/*/*.parquet"):
+        df = pd.read_parquet(table)
+        for column in df.select_dtypes(include=["object", "string"]).columns:
+            paths = df[column].astype(str).str.contains(r"(?:^|[;,\s])/\w", regex=True)
+            assert not paths.any(), f"{table.name}: column {column!r} holds a path: {df[column][paths].iloc[0][:80]}"
+    for facts in REPO.glob("reports/reference/*/provenance.json"):
+        assert not re.search(r"\"/\w", facts.read_text()), facts

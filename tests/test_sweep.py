@@ -68,6 +68,7 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
     assert "started with configuration" not in err and "Trial status" not in err
     assert "Configuration for experiment" not in err and "View detailed results" not in err
     runs = child_runs(store, "two_by_two")
+    curves = {}
     assert sorted(r.info.run_name for r in runs) == sorted(f"{m} seed={s} sigma=3.5" for m in ["IC-STN-2(b)", "CNN(b)"] for s in (0, 1))
     for run in runs:
         assert run.info.status == "FINISHED"
@@ -75,7 +76,10 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
         assert {"git_commit", "device", "profile"} <= set(run.data.tags)
         history = store.get_metric_history(run.info.run_id, "train_loss")
         assert [m.step for m in history] == list(range(1, 21))  # the whole curve, once
-        assert len(store.get_metric_history(run.info.run_id, "test_error")) == 2  # evaluations at 10 and 20
+        # the learning curve: log-spaced (1, 2, 5, 10, 20), every 10th step (eval_every) and the last, once each
+        tested = sorted(store.get_metric_history(run.info.run_id, "test_error"), key=lambda m: m.step)
+        assert [m.step for m in tested] == [1, 2, 5, 10, 20]
+        curves[run.data.tags["icstn.run_key"]] = [m.value for m in tested]
         assert {a.path for a in store.list_artifacts(run.info.run_id)} == {"model.pt", "alignment.png", "arrays.npz"}
     artifacts = tmp_path / "mlruns" / "two_by_two"  # beside the store, wherever the sweep ran from
     assert store.get_experiment_by_name("two_by_two").artifact_location == artifacts.as_uri()
@@ -88,6 +92,13 @@ def test_ray_sweep_records_every_model(tmp_path, store, data_root, mirror, ray_r
     assert sorted(ic["n_warps_test"]) == [2, 2, 3, 3]
     assert (df["profile"] == "test").all() and df["git_commit"].notna().all() and (df["iterations"] == 20).all()
     assert df["data_fetched_from"].str.contains(fetched_from(mirror), regex=False).all()
+    # the results table keeps each final value's curve beside it, at the steps MLflow has
+    final = df[(df.metric == "test_error") & (df.n_warps_test == df.n_warps_train)]
+    for row in final.itertuples():
+        assert list(row.curve_step) == [1, 2, 5, 10, 20] and row.curve_value[-1] == row.value
+        assert list(row.curve_value) == pytest.approx(curves[f"{row.trial_key}/seed={row.seed}/sigma=3.5"])
+    assert all(len(c) == 0 for c in df[df.n_warps_test != df.n_warps_train].curve_step)  # 3 warps: a final value only
+    assert not df["data_fetched_from"].str.contains(str(mirror), regex=False).any()  # no machine's path travels with results
 
     # rerunning a finished sweep trains nothing and duplicates nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "two_by_two" / "trials").glob("*/record.json")}
@@ -219,6 +230,29 @@ def test_interrupted_sweep_resumes(tmp_path, store, data_root):
     for run in runs:
         steps = [m.step for m in store.get_metric_history(run.info.run_id, "train_loss")]
         assert steps == sorted(set(steps)) and steps[-1] == 400
+
+
+def test_a_rerun_trial_logs_each_point_of_its_curves_once(tmp_path, store):
+    """A trial interrupted before its first checkpoint is rerun from scratch, repeating curve points
+    its MLflow runs already have: each step of the training-loss and test curves is logged once."""
+    from pipeline import tracking
+    from pipeline.store import GridStore
+
+    grid = grids.load_grid(write_grid(tmp_path, "rerun", models=["CNN(b)"], seeds=[0]))
+    trial = grids.expand(grid)[0]
+
+    def run(steps, shift):  # a rerun's values may differ in the last bits (a GPU's are not bit for bit)
+        tracker = tracking.Tracker(grid, GridStore(tmp_path / "results", "rerun"), "one-sweep", {})
+        tracker.start_trial(trial)
+        for step in steps:
+            tracker.log(trial.key, step, [{"train_loss": 1.0 / step + shift}])
+            tracker.log(trial.key, step, [{"test_error": 90.0 - step + shift, "test_loss": 2.0 + shift}])
+
+    run([1, 2, 5], 0.0)  # killed after step 5
+    run([1, 2, 5, 10, 20], 1e-6)  # the rerun
+    (only,) = child_runs(store, "rerun")
+    for metric in ("train_loss", "test_error", "test_loss"):
+        assert [m.step for m in store.get_metric_history(only.info.run_id, metric)] == [1, 2, 5, 10, 20], metric
 
 
 def test_a_search_per_model_tunes_each_model(tmp_path, data_root):

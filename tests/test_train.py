@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from icstn import data, models
-from icstn.train import Callback, Stopped, TrainConfig, Trainer, extends
+from icstn.train import Callback, Stopped, TrainConfig, Trainer, eval_steps, extends, log_steps
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,45 @@ def test_corrupt_checkpoint_is_named(mnist, tmp_path):
 
 def test_checkpoint_of_another_model_is_refused(mnist, tmp_path):
     trainer(mnist, seeds=(1,)).save(tmp_path / "c.pt")
-    with pytest.raises(ValueError, match=r"seeds \[1\]"):
+    with pytest.raises(ValueError, match=r"seeds \[1\] \(wanted \[2\]\)"):
         trainer(mnist, seeds=(2,)).load(tmp_path / "c.pt")
+
+
+@pytest.mark.parametrize(
+    "stored, wanted, message",
+    [
+        ({"lr_geometric": 3e-5}, {}, r"lr_geometric 3e-05 \(wanted 0.001\)"),
+        ({"batch_size": 8}, {}, r"batch_size 8 \(wanted 16\)"),
+        ({"noise_warp": "affine"}, {}, r"noise_warp 'affine' \(wanted 'homography'\)"),
+        ({"iterations": 3}, {"iterations": 2}, r"step 3 \(wanted 'at most iterations=2'\)"),  # past the wanted end
+        ({"init": "he"}, {"init": "code"}, r"model.init \{'scheme': 'he', .*\} \(wanted \{'scheme': 'normal', .*\}\)"),
+        ({"name": "STN(b)"}, {}, r"model.name 'STN\(b\)' \(wanted 'IC-STN-2\(b\)'\)"),
+    ],
+)
+def test_checkpoint_of_other_settings_is_refused(mnist, tmp_path, stored, wanted, message):
+    """It would resume as if it were the wanted run's, and its result be labelled with the wrong settings."""
+
+    def make(changes):
+        changes = dict(changes)
+        cfg = models.get_config("mnist", changes.pop("name", "IC-STN-2(b)"), changes.pop("init", None))
+        train = TrainConfig(**{"iterations": 3, "batch_size": 16, "lr_classifier": 0.1, "lr_geometric": 1e-3, **changes})
+        return Trainer(cfg, train, mnist, [0], [3.5])
+
+    first = make(stored)
+    first.fit()
+    first.save(tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=f"checkpoint {tmp_path / 'c.pt'} was trained with other settings: {message}.*; delete it"):
+        make(wanted).load(tmp_path / "c.pt")
+
+
+def test_checkpoint_may_differ_in_what_does_not_change_the_weights(mnist, tmp_path):
+    """When it logs, evaluates and saves, and how a step runs: a run resumes with its own."""
+    first = trainer(mnist, iterations=3, log_every=1, eval_every=1, checkpoint_every=1, eval_seed=3, cuda_graph=False, tf32=False)
+    first.fit()
+    first.save(tmp_path / "c.pt")
+    resumed = trainer(mnist, iterations=6, log_every=2)
+    resumed.load(tmp_path / "c.pt")
+    assert resumed.step == 3
 
 
 def test_callbacks_and_bad_input(mnist):
@@ -132,7 +169,7 @@ def test_callbacks_and_bad_input(mnist):
         def on_checkpoint(self, trainer, step):
             seen.append(("ckpt", step))
 
-    t = trainer(mnist, iterations=4, log_every=2, eval_every=2, checkpoint_every=4)
+    t = trainer(mnist, iterations=4, log_every=2, curve_per_decade=0, eval_every=2, checkpoint_every=4)
     t.callbacks = (Record(),)
     t.fit()
     assert seen == [("log", 2), ("eval", 2), ("log", 4), ("ckpt", 4), ("eval", 4)]
@@ -211,3 +248,56 @@ def test_draws_depend_on_seed_and_step_only(mnist):
     assert torch.equal(src2[1], src1[0]) and torch.equal(lab2[1], lab1[0]) and torch.equal(p2[1], p1[0])
     pair.train_step()
     assert not torch.equal(pair.sample_batch()[1], lab2)  # the next step draws a new batch
+
+
+class TestEvalSteps:
+    def test_three_per_decade_is_the_1_2_5_series_and_the_last_step(self):
+        assert eval_steps(300, 3) == [1, 2, 5, 10, 20, 50, 100, 200, 300]
+        assert eval_steps(200_000, 3) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000]
+
+    def test_evenly_spaced_in_log(self):
+        for n in (1, 2, 3, 4, 6, 10):
+            steps = log_steps(10**7, n)
+            later = [s for s in steps if s >= 10]  # past the first decade, where integers merge some (1.5 and 2.2 -> 2)
+            assert len(later) == 6 * n and len(set(steps)) == len(steps)  # n a decade
+            gaps = [b / a for a, b in zip(later, later[1:])]
+            assert max(gaps) / min(gaps) < 1.6 and 10 ** (1 / n) / 1.3 < sorted(gaps)[len(gaps) // 2] < 10 ** (1 / n) * 1.3
+
+    def test_a_longer_run_extends_a_shorter_ones_points(self):
+        assert set(log_steps(60, 3)) <= set(log_steps(6400, 3)) and log_steps(6400, 3)[: len(log_steps(60, 3))] == log_steps(60, 3)
+
+    def test_eval_every_adds_its_multiples(self):
+        assert eval_steps(40, 3, every=15) == [1, 2, 5, 10, 15, 20, 30, 40]
+        assert eval_steps(40, 0, every=15) == [15, 30, 40] and eval_steps(40, 0) == [40]
+
+    def test_bad_input(self):
+        with pytest.raises(ValueError, match="curve_per_decade must be >= 0, got -1"):
+            log_steps(100, -1)
+
+
+def test_the_learning_curve_is_recorded_at_its_steps_and_survives_a_checkpoint(mnist, tmp_path):
+    seen = []
+
+    class Record(Callback):
+        def on_eval(self, trainer, step, results):
+            seen.append(step)
+
+    t = trainer(mnist, seeds=(0, 1), iterations=12, eval_every=4)
+    t.callbacks = (Record(),)
+    final = t.fit()
+    assert [step for step, _ in t.evaluations] == seen == [1, 2, 4, 5, 8, 10, 12]  # log-spaced, every 4th, the last
+    assert t.evaluations[-1][1] == final and len(t.evaluations[0][1]) == 2  # the last point is the final evaluation; one dict per model
+    assert t.evaluations[0][1][0]["test_error"] != final[0]["test_error"]  # points of a model that trained in between
+    final[0]["extra"] = 1.0
+    assert "extra" not in t.evaluations[-1][1][0]  # the curve holds copies: adding to the results changes no point
+
+    first = trainer(mnist, seeds=(0, 1), iterations=6, eval_every=4)
+    first.fit()
+    first.save(tmp_path / "ckpt.pt")
+    resumed = trainer(mnist, seeds=(0, 1), iterations=12, eval_every=4)
+    resumed.load(tmp_path / "ckpt.pt")
+    assert [step for step, _ in resumed.evaluations] == [1, 2, 4, 5, 6]
+    resumed.fit()  # step 6 was the shorter run's last, not a point of this schedule: dropped
+    assert [step for step, _ in resumed.evaluations] == [1, 2, 4, 5, 8, 10, 12]
+    flat = lambda evaluations: [r[name] for _, rows in evaluations for r in rows for name in sorted(r)]  # noqa: E731
+    assert flat(resumed.evaluations) == pytest.approx(flat(t.evaluations), rel=1e-5)  # the same curve as uninterrupted

@@ -65,6 +65,7 @@ def workflow_run(tmp_path_factory, mirror, data_root):  # data_root: skip where 
     shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
     shutil.copy(REPO / "environment.yml", work / "environment.yml")  # the rules name it for --use-conda
     shutil.copy(REPO / "config" / "paper_results.csv", work / "config" / "paper_results.csv")
+    shutil.copy(REPO / "config" / "protocol.csv", work / "config" / "protocol.csv")  # where the paper states its budget
     for name, cut in CUTS.items():
         grid = yaml.safe_load((REPO / "config" / "grids" / f"{name}.yaml").read_text())
         (work / "config" / "grids" / f"{name}.yaml").write_text(yaml.safe_dump({**grid, **cut}))
@@ -117,6 +118,9 @@ def test_six_figures_and_index(workflow_run, mirror):
         assert needle in page, needle
     for n in range(6, 12):
         assert f"src='figures/fig{n}.png'" in page
+    assert (figures / "learning_curves.png").stat().st_size > 5000 and (figures / "learning_curves.pdf").is_file()
+    assert page.index("<h2 id='learning-curves'>Learning curves</h2>") < page.index("<h2 id='table1'>")
+    assert "src='figures/learning_curves.png'" in page and "one panel per table" in page
     assert page.count("<table") == 6  # the scorecard, the provenance, four grids
     assert page.index("<h2>Scorecard</h2>") < page.index("<h2>Provenance</h2>")
     for table in ("Table 1", "Table 2", "Table 3"):

@@ -2,7 +2,8 @@
 
 The driver (this process) is the only MLflow writer: workers report through Tune, and a Tune
 callback here relays their results to the tracker. A worker that dies is retried from its last
-checkpoint (``ray.max_failures``); a trial already recorded is never trained again.
+checkpoint (``ray.max_failures``); a trial already recorded is never trained again. An error that
+no retry mends (``runner.UNRECOVERABLE``: a full disk) stops every trial at once, retrying none.
 
 Tune creates a trial only when the runtime has room to start it, and none once the sweep's limit
 is reached; a running trial then checkpoints and returns unfinished (``pipeline.stop``).
@@ -23,10 +24,13 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator, SearchGenerator
 
 from icstn.train import Stopped
+from pipeline.files import quiet_disk_full
 from pipeline.progress import Progress
-from pipeline.runner import Context, Reporter, run_trial
+from pipeline.runner import UNRECOVERABLE, Context, Reporter, Unrecoverable, run_trial
 from pipeline.stop import Limit, LimitReached
 from pipeline.trial import Trial
+
+FATAL = "fatal"  # the metric a trial reports an error under that no retry mends
 
 
 # --- the runtime --------------------------------------------------------------------------------
@@ -155,10 +159,27 @@ def _trainable(config: dict) -> None:
     except Stopped as stopped:
         tune.report({"objective": reporter.objective, "stopped_at": stopped.step})
         return
+    except UNRECOVERABLE as exc:  # reported, not raised: Tune retries every error, up to ray.max_failures times
+        tune.report({FATAL: str(exc), "objective": TuneReporter.objective})  # a search's every result holds its metric
+        return
     tune.report({"objective": record.objective, "done_step": record.iterations})
 
 
 # --- in the driver ------------------------------------------------------------------------------
+class StopOnFatal(tune.Stopper):
+    """Stops every trial once one reports an error that no retry mends (``FATAL``)."""
+
+    def __init__(self):
+        self.fatal = False
+
+    def __call__(self, trial_id, result) -> bool:
+        self.fatal = self.fatal or FATAL in result
+        return FATAL in result
+
+    def stop_all(self) -> bool:
+        return self.fatal
+
+
 class DriverCallback(tune.Callback):
     """Runs in the driver: the sweep's progress lines (``pipeline.progress``, in place of Tune's
     tables) and, with a tracker, the only MLflow writer, fed by every trial's results."""
@@ -249,6 +270,7 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     # whose verbose=0 is silent, so that DriverCallback's lines are the sweep's whole story
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)  # its INFO line names Tune's own state files at the end
+    quiet_disk_full("ray.train._internal.syncer", "ray.tune.execution.experiment_state")  # its uploads to a full disk fail too
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     total = len(trials) if search is None else search["num_samples"]
@@ -271,6 +293,7 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(ctx.store(trials[0]).tune_storage),
             failure_config=tune.FailureConfig(max_failures=settings["ray"]["max_failures"]),
+            stop=StopOnFatal(),
             # Tune's JSON and CSV records, without its TensorBoard files (MLflow is the record)
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), DriverCallback(ctx, Progress(name, total), tracker)],
             verbose=0,  # DriverCallback prints what matters; Tune's tables would repeat each config
@@ -280,6 +303,9 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     finally:
         if owned:
             ray.shutdown()  # a runtime we started; never a cluster we joined
+    fatal = [r.metrics[FATAL] for r in grid_result if FATAL in (r.metrics or {})]
+    if fatal:
+        raise Unrecoverable(fatal[0])
     errors = [r.error for r in grid_result if r.error is not None]
     if errors:
         raise RuntimeError(f"{len(errors)} trial(s) failed after retries; first: {errors[0]}")

@@ -27,7 +27,7 @@ from icstn import data, experiments, noise, warps  # noqa: E402
 from pipeline import reference, results  # noqa: E402
 from pipeline.grids import GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
-from pipeline.report import one_line_errors  # noqa: E402
+from pipeline.report import one_line_errors, save_figure  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
 
@@ -41,17 +41,18 @@ class Figure:
     models: tuple[str, ...]  # passed to ``draw`` in this order
     caption: str
     draw: Callable
+    learnt: bool  # draws what trained models learnt (their saved arrays): a reference's models, where there is one
 
 
 #: Every paper figure, by name. A grid asks for one with ``figures: [name]``.
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(name: str, experiment: str, caption: str, models: tuple[str, ...] = ()):
+def figure(name: str, experiment: str, caption: str, models: tuple[str, ...] = (), learnt: bool = False):
     """Register ``draw(df, results_path, data_root, out, *models)`` as the paper figure ``name``."""
 
     def register(draw: Callable) -> Callable:
-        FIGURES[name] = Figure(name, experiment, tuple(models), caption, draw)
+        FIGURES[name] = Figure(name, experiment, tuple(models), caption, draw, learnt)
         return draw
 
     return register
@@ -85,21 +86,10 @@ def figure_owners(grids_by_name: dict[str, dict], files: dict[str, Path]) -> dic
     return owners
 
 
-def _save(fig, out: Path, name: str, note: str) -> list[Path]:
-    # the provenance line sits just above the first panel's title, wherever the layout puts it
-    fig.axes[0].annotate(note, xy=(0, 1), xycoords="axes fraction", xytext=(0, 20), textcoords="offset points",
-                         fontsize=7, color="0.35", ha="left", va="bottom", annotation_clip=False)  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return paths
-
-
 def provenance_note(df: pd.DataFrame) -> str:
     return (
-        f"ours: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, {df.seed.nunique()} seeds, "
+        f"{df.attrs.get('source', 'ours')}: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, "
+        f"{df.seed.nunique()} seeds, "
         f"device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}"
     )
 
@@ -150,7 +140,7 @@ def fig6(df, results_path, data_root, out):
     a.set_title("(a) image, ground-truth box (red), perturbed boxes (yellow)", fontsize=9)
     a.axis("off")
     _image_panel(b, samples.numpy().reshape(2, 4, 1, 50, 50), "(b) perturbed 50x50 samples, affine, σ = 7.5 px")
-    return _save(fig, out, "fig6", f"Caffe's cat.jpg, grey, box {ds.manifest['box']} (project's choice)")
+    return save_figure(fig, out, "fig6", f"Caffe's cat.jpg, grey, box {ds.manifest['box']} (project's choice)")
 
 
 @figure("fig7", "planar", "Figure 7: test error against the number of warps applied at test time, one curve per trained unroll count.")
@@ -174,11 +164,15 @@ def fig7(df, results_path, data_root, out):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test error (mean corner error, px)")
     axes[0][-1].legend(fontsize=7)
-    return _save(fig, out, "fig7", provenance_note(df) + "; large dot: unroll count used in training")
+    return save_figure(fig, out, "fig7", provenance_note(df) + "; large dot: unroll count used in training")
 
 
 @figure(
-    "fig8", "mnist", "Figure 8: MNIST test samples through the IC-STN's warps, the STN's result in the last row.", ("IC-STN-4(a)", "STN(a)")
+    "fig8",
+    "mnist",
+    "Figure 8: MNIST test samples through the IC-STN's warps, the STN's result in the last row.",
+    ("IC-STN-4(a)", "STN(a)"),
+    learnt=True,
 )
 def fig8(df, results_path, data_root, out, icstn, stn):
     """MNIST alignment through the IC-STN iterations, with the STN's result below."""
@@ -188,7 +182,7 @@ def fig8(df, results_path, data_root, out, icstn, stn):
     labels = ["perturbed"] + [f"warp {i}" for i in range(1, len(steps))] + [f"{stn}"]
     fig, ax = plt.subplots(figsize=(8, 0.9 * len(grid_) + 0.6))
     _image_panel(ax, grid_, f"{icstn}: test samples through its warps; last row: {stn}", labels)
-    return _save(fig, out, "fig8", provenance_note(df))
+    return save_figure(fig, out, "fig8", provenance_note(df))
 
 
 def _moments_figure(df, results_path, out, models_, classes, name, title):
@@ -200,34 +194,34 @@ def _moments_figure(df, results_path, out, models_, classes, name, title):
     labels = [f"{m} {kind}" for m in models_ for kind in ("mean", "var")]
     fig, ax = plt.subplots(figsize=(0.75 * len(classes) + 2, 0.55 * len(images) + 0.8))
     _image_panel(ax, images, title, labels)
-    return _save(fig, out, name, provenance_note(df))
+    return save_figure(fig, out, name, provenance_note(df))
 
 
-@figure("fig9", "mnist", "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.")
+@figure("fig9", "mnist", "Figure 9: per-class mean and variance of the aligned MNIST test images, for each model.", learnt=True)
 def fig9(df, results_path, data_root, out):
     """Per-class mean and variance of the aligned MNIST test images, for each model."""
     models_ = list(df.model.unique())
     return _moments_figure(df, results_path, out, models_, list(range(10)), "fig9", "aligned appearances per class: mean / variance")
 
 
-@figure("fig10", "gtsrb", "Figure 10: GTSRB alignment, IC-STN against STN.", models=("IC-STN-4", "STN"))
+@figure("fig10", "gtsrb", "Figure 10: GTSRB alignment, IC-STN against STN.", models=("IC-STN-4", "STN"), learnt=True)
 def fig10(df, results_path, data_root, out, icstn, stn):
     """GTSRB alignment samples: perturbed input, IC-STN's result, STN's result."""
     a, s = arrays(results_path, df, icstn)["alignment"], arrays(results_path, df, stn)["alignment"]
     images = np.stack([a[0], a[-1], s[-1]])
     fig, ax = plt.subplots(figsize=(8, 3.2))
     _image_panel(ax, images, "GTSRB test samples", ["perturbed", icstn, stn])
-    return _save(fig, out, "fig10", provenance_note(df) + "; inputs from the project's 32x32 mirror, resized to 50x50")
+    return save_figure(fig, out, "fig10", provenance_note(df) + "; inputs from the project's 32x32 mirror, resized to 50x50")
 
 
-@figure("fig11", "gtsrb", "Figure 11: GTSRB mean aligned appearance per class, for each model.")
+@figure("fig11", "gtsrb", "Figure 11: GTSRB mean aligned appearance per class, for each model.", learnt=True)
 def fig11(df, results_path, data_root, out):
     """GTSRB class means for each model (first 10 classes)."""
     models_ = list(df.model.unique())
     means = np.stack([arrays(results_path, df, m)["mean"][:10] for m in models_])  # (M, 10, C, S, S)
     fig, ax = plt.subplots(figsize=(8, 0.8 * len(models_) + 0.8))
     _image_panel(ax, means, "mean aligned appearance, classes 0-9", models_)
-    return _save(fig, out, "fig11", provenance_note(df))
+    return save_figure(fig, out, "fig11", provenance_note(df))
 
 
 def series(rows: pd.DataFrame) -> list[tuple[dict, str, pd.DataFrame]]:
@@ -276,7 +270,24 @@ def summary(df, results_path, data_root, out, ref=None):
     ax.set(ylabel=exp.error_label, title=f"{df.grid.iloc[0]}: one dot per seed, bar = mean")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the dots, never over them
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, out, df.grid.iloc[0], provenance_note(df))
+    return save_figure(fig, out, df.grid.iloc[0], provenance_note(df))
+
+
+def learnt_from(grid: str, spec: Figure, reference_root) -> tuple[pd.DataFrame, Path] | None:
+    """The reference run whose trained models ``spec`` draws, as (its results, its table's path),
+    or None where the grid has no reference or it lacks the models' arrays. A short run's models
+    have barely trained; the reference's show what the paper's figures show."""
+    ref = reference.load(grid, reference_root) if reference_root and spec.learnt else None
+    if ref is None:
+        return None
+    df, table = ref[0], Path(reference_root) / grid / f"{grid}.parquet"
+    store = GridStore.of_table(table)
+    wanted = spec.models or tuple(df.model.unique())
+    firsts = [df[df.model == m].sort_values("seed").iloc[:1] for m in wanted]  # what ``arrays`` reads
+    if any(f.empty or not store.has_arrays(f.trial_key.iloc[0]) for f in firsts):
+        return None
+    df.attrs["source"] = "models of the reference (GPU)"
+    return df, table
 
 
 def render(results_path, data_root, out, figures: list[str], with_summary: bool = True, reference_root=None) -> list[Path]:
@@ -286,7 +297,8 @@ def render(results_path, data_root, out, figures: list[str], with_summary: bool 
     paths = summary(df, results_path, data_root, out, ref[0] if ref else None) if with_summary else []
     for name in figures:
         spec = FIGURES[name]
-        paths += spec.draw(df, results_path, data_root, out, *spec.models)
+        source = learnt_from(results_path.stem, spec, reference_root) or (df, results_path)
+        paths += spec.draw(*source, data_root, out, *spec.models)
     return paths
 
 

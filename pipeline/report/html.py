@@ -19,7 +19,8 @@ import pandas as pd
 from icstn import experiments
 from pipeline import grids, reference, results
 from pipeline.files import write_text
-from pipeline.report import agreement, one_line_errors, tables
+from pipeline.report import agreement, curves, one_line_errors, tables
+from pipeline.report import figures as figures_
 from pipeline.report.figures import FIGURES
 
 STYLE = """
@@ -79,6 +80,7 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
             "cells in agreement": html.escape(judged),
             "median |ours − paper|": f"{card['median_abs_diff']:.3g}",
             "diverged runs": card["diverged"],
+            "dead seeds": card["dead"],
             "profile": f"{df.profile.iloc[0]}, {', '.join(map(str, sorted(df.iterations.unique())))} iterations, {df.seed.nunique()} seeds",
         })  # fmt: skip
     if not rows:
@@ -87,12 +89,21 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
     note = ("<p class='caption'>τ: Kendall's tau-b between the paper's values and our means over the cells both have (1: the "
             "paper's ordering exactly), with its two-sided p-value, leaving out the cells at chance: a classifier whose mean "
             f"error is no lower than always answering the test set's commonest class ({chances}) has learnt nothing, and its "
-            "rank among such models is noise (n/a: fewer than two cells left). A cell agrees when our 95% t-interval over seeds holds the "
-            f"paper's value; a cell with fewer than {agreement.MIN_SEEDS} seeds is not judged (with two, the interval spans "
-            "12.7 standard errors each side and holds nearly anything). The median difference gives the scale. Diverged runs "
-            "are counted and left out of the means. A reference (GPU) row scores a GPU machine's committed run the same way."
+            "rank among such models is noise (n/a: fewer than two cells left). The paper reports one run per cell, so a cell "
+            "agrees when our 95% prediction interval for a single run, t·s·√(1 + 1/n) around our mean over seeds, holds the "
+            f"paper's value; a cell with fewer than {agreement.MIN_SEEDS} seeds is not judged (with two, t alone is 12.7 and the "
+            "interval holds nearly anything). The median difference gives the scale. Diverged runs, and dead seeds (a seed "
+            f"within {agreement.DEAD_MARGIN:g} point of chance while the cell's other seeds learnt), are counted and left out of "
+            "the means. A reference (GPU) row scores a GPU machine's committed run the same way."
             "</p>")  # fmt: skip
     return "<h2>Scorecard</h2>" + pd.DataFrame(rows).to_html(index=False, escape=False) + note
+
+
+def _figure(png: Path, caption: str, out: Path) -> str:
+    """A figure's PNG, captioned, with a link to its PDF, addressed from the page ``out``."""
+    rel = os.path.relpath(png, out.parent)
+    return (f"<figure><img src='{rel}' alt='{png.stem}'><figcaption class='caption'>{html.escape(caption)} "
+            f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
 
 
 def render(
@@ -140,6 +151,9 @@ def render(
     parts.append("<h2>Provenance</h2>" + prov.to_html(index=False, escape=True))
     caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
     parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
+    learning = figures / f"{curves.NAME}.png"
+    if learning.is_file():  # the workflow draws it for every report (pipeline.report.curves)
+        parts.append("<h2 id='learning-curves'>Learning curves</h2>" + _figure(learning, curves.CAPTION, out))
     for name, df in frames.items():
         grid = grid_of[name]
         table = tables.formatted(built[name], grid)
@@ -148,11 +162,10 @@ def render(
         links = [f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex")]
         parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: {', '.join(links)}</p>")
         for fig in [name, *grid.get("figures", [])]:
-            png = figures / f"{fig}.png"
             caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
-            rel = os.path.relpath(png, out.parent)
-            parts.append(f"<figure><img src='{rel}' alt='{fig}'><figcaption class='caption'>{html.escape(caption)} "
-                         f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
+            if fig in FIGURES and figures_.learnt_from(name, FIGURES[fig], reference_root):
+                caption += f" Drawn from the trained models of the {reference.note(refs[name][1])}, not this run's."
+            parts.append(_figure(figures / f"{fig}.png", caption, out))
     parts.append("<h2>Metrics</h2><ul><li>Classification: test error in % on a fixed, seeded perturbation of the test set "
                  "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "
                  "box corners under the predicted warp and under the ground truth; the paper does not state its unit. Two "

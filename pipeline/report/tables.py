@@ -5,7 +5,7 @@
 
 Ours are mean +- std over seeds (n = seeds), at the number of warps the model was trained with.
 A grid with ``paper_table`` gets the paper's value and the agreement (``agreement``): our 95%
-interval, whether it holds the paper's value, the difference in standard errors; and, for
+prediction interval for a single run, whether it holds the paper's value, the difference in standard errors; and, for
 Tables 2 and 3, both capacities. Any other grid gets a table of its own settings.
 """
 
@@ -21,25 +21,20 @@ import pandas as pd
 from icstn import experiments
 from pipeline import grids, reference, results
 from pipeline.report import agreement, one_line_errors
+from pipeline.report.paper import paper_rows
 
 CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
 
 
-def summarize(df: pd.DataFrame, metric: str = "test_error", upper: float = math.inf) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, metric: str = "test_error", upper: float = math.inf, chance: float | None = None) -> pd.DataFrame:
     """Per model and setting, ``metric`` over seeds at the trained unroll count (``agreement.cell``;
-    ``upper``: the largest value the metric can take, 100 for a percentage)."""
+    ``upper``: the largest value the metric can take, 100 for a percentage; ``chance``: a
+    classifier's chance error, which marks dead seeds)."""
     rows = df[(df.metric == metric) & (df.n_warps_test == df.n_warps_train)]
     keys = ["model", *[k for k in results.SETTINGS if k in rows], "capacity"]
     groups = rows.groupby(keys, sort=False, dropna=False)
-    cells = [{**dict(zip(keys, group)), **agreement.cell(g.value, upper)} for group, g in groups]
-    return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "se", "ci_low", "ci_high"])
-
-
-def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
-    paper = pd.read_csv(paper_csv)
-    paper = paper[paper.table == table].copy()
-    paper["model"] = paper.model + paper.setting.fillna("").map(lambda s: f"({s})" if s else "")
-    return paper.rename(columns={"value": "paper", "capacity": "paper_capacity"})[["model", "sigma_px", "paper", "paper_capacity"]]
+    cells = [{**dict(zip(keys, group)), **agreement.cell(g.value, upper, chance)} for group, g in groups]
+    return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "dead", "se", "pi_low", "pi_high"])
 
 
 def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None, ref: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -47,11 +42,13 @@ def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None, ref: pd.Da
     where the grid has a reference run (``pipeline.reference``), its mean, std and seeds."""
     alignment = experiments.is_alignment(grid["experiment"])
     upper = math.inf if alignment else 100.0  # classification errors are percentages
-    table = summarize(df, upper=upper)
+    chance = experiments.get(grid["experiment"]).chance_error
+    table = summarize(df, upper=upper, chance=chance)
     if ref is not None:
         on = ["model", "sigma_px", *[k for k in results.SETTINGS[1:] if k in ref and ref[k].nunique() > 1]]
-        theirs = summarize(ref, upper=upper)[[*on, "ours_mean", "ours_std", "n_seeds"]]
-        table = table.merge(theirs.rename(columns={"ours_mean": "ref_mean", "ours_std": "ref_std", "n_seeds": "ref_n"}), on=on, how="left")
+        theirs = summarize(ref, upper=upper, chance=chance)[[*on, "ours_mean", "ours_std", "n_seeds", "dead"]]
+        theirs = theirs.rename(columns={"ours_mean": "ref_mean", "ours_std": "ref_std", "n_seeds": "ref_n", "dead": "ref_dead"})
+        table = table.merge(theirs, on=on, how="left")
     order = {m: i for i, m in enumerate(grid["models"])}
     if grid.get("paper_table") and paper_csv:
         paper = paper_rows(paper_csv, grid["paper_table"])
@@ -73,9 +70,9 @@ def _fmt(x, digits=3) -> str:
     return "" if pd.isna(x) else f"{x:.{digits}f}"
 
 
-def _ours(mean, std, n, diverged) -> str:
+def _ours(mean, std, n, diverged, dead=0) -> str:
     text = f"{mean:.3f} ± {std:.3f} ({n})" if n else "diverged"
-    return text + (f", {diverged} diverged" if diverged and n else "")
+    return text + (f", {diverged} diverged" if diverged and n else "") + (f", {dead} dead" if dead else "")
 
 
 def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
@@ -90,10 +87,11 @@ def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
     if "paper" in table:
         out["paper"] = table.paper.map(_fmt)
     if "ref_mean" in table:
-        out["reference (GPU)"] = [_ours(m, sd, n, 0) if pd.notna(m) else "" for m, sd, n in zip(table.ref_mean, table.ref_std, table.ref_n)]
-    out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged)]
+        out["reference (GPU)"] = [_ours(m, sd, n, 0, int(d)) if pd.notna(m) else ""
+                                  for m, sd, n, d in zip(table.ref_mean, table.ref_std, table.ref_n, table.ref_dead)]  # fmt: skip
+    out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged, table.dead)]
     # every grid's, as its caption says: an ablation's reader compares settings by them
-    out["95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.ci_low, table.ci_high)]
+    out["95% prediction interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.pi_low, table.pi_high)]
     if "paper" in table:
         out["ours − paper (SE)"] = [
             "" if pd.isna(d) else f"{d:+.3f}" + (f" ({z:+.1f})" if pd.notna(z) and abs(z) != float("inf") else "")
@@ -133,8 +131,9 @@ def caption(df: pd.DataFrame, grid: dict) -> str:
     scales = sorted(df.lr_scale.unique()) if "lr_scale" in df else [1.0]
     scaled = "" if scales == [1.0] else f", learning rates x{'/'.join(f'{s:g}' for s in scales)} the grid's (the profile's lr_scale)"
     return (
-        f"{grid.get('title', grid['name'])}. Ours: {unit}, mean ± std over n seeds (diverged runs counted and left out), "
-        f"95% t-interval; profile {df.profile.iloc[0]}, "
+        f"{grid.get('title', grid['name'])}. Ours: {unit}, mean ± std over n seeds (diverged runs and dead seeds, "
+        f"which stayed at chance, counted and left out), 95% prediction interval for a single run, t·s·√(1 + 1/n); "
+        f"profile {df.profile.iloc[0]}, "
         f"{', '.join(map(str, it))} iterations, batch {df.batch_size.iloc[0]}{scaled}, "
         f"{', '.join(map(str, sorted(df.test_samples.unique())))} test samples, device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}."
     )

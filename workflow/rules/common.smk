@@ -2,7 +2,6 @@
 # Each is validated here, so a mistake stops the workflow before any job starts.
 import json
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +9,8 @@ from pipeline.fetch import default_mirror
 from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
-from pipeline.stop import parse_duration
+from pipeline.settings import export_max_trials
+from pipeline.stop import export_deadline
 
 # config/grids always; config/ablations too when switched on (--config ablations=true)
 GRID_FILES = discover(
@@ -56,6 +56,8 @@ def grid_file(wildcards):
     return GRID_FILES[wildcards.grid]
 
 
+# the protocol's choices, beside the paper's numbers: the learning curves say where the paper states its budget
+PROTOCOL = str(Path(config["paper_results"]).with_name("protocol.csv"))
 REFERENCE = f"{REPORTS}/reference"  # reference runs of a GPU machine, committed (pipeline.reference)
 
 
@@ -92,19 +94,14 @@ def sweep_settings():
 
 
 SWEEP_SETTINGS = sweep_settings()
+# The cap on a grid's trials reaches the sweeps through their environment, not among their
+# settings: lifting it for one grid (--config max_trials=N) reruns no other sweep.
+export_max_trials(config["max_trials"])
 
-# The run's time limit: one moment for all its sweeps, counted from its start. Not a tracked
-# setting: a limit never reruns a finished sweep.
-DEADLINE = (
-    time.time() + parse_duration(config["stop_after"], "config key 'stop_after'")
-    if config["stop_after"]
-    else None
-)
-
-
-def deadline_option(wildcards):
-    """The sweep's --deadline option, or nothing (a function: Snakemake does not track its value)."""
-    return f"--deadline {DEADLINE:.3f}" if DEADLINE else ""
+# The run's time limit: one moment for all its sweeps, counted from this driver's start. It
+# reaches them through their environment, not among their settings: a limit never reruns a sweep.
+if workflow.is_main_process:
+    export_deadline(config["stop_after"])
 
 
 def sweep_summary(grid):

@@ -64,13 +64,42 @@ rule paper_figure:
         " --out {params.out:q} --figures {wildcards.fig:q} 2>&1 | tee {log:q}"
 
 
+rule learning_curves:
+    input:
+        results=expand(f"{RESULTS}/{{grid}}.parquet", grid=GRIDS),
+        grids=list(GRID_FILES.values()),
+        paper=config["paper_results"],
+        protocol=PROTOCOL,
+        reference=[p for g in GRIDS for p in reference_of(SimpleNamespace(grid=g))],
+    output:
+        report(
+            f"{REPORTS}/figures/learning_curves.png",
+            category="Figures",
+            caption="../report/curves.rst",
+        ),
+        f"{REPORTS}/figures/learning_curves.pdf",
+    log:
+        "logs/figures/learning_curves.log",
+    conda:
+        ENV
+    params:
+        reference=reference_root,
+        out=lambda wildcards, output: parent(output[0]),
+    shell:
+        "python -m pipeline.report.curves --results {input.results:q} --grids {input.grids:q} --paper {input.paper:q}"
+        " --protocol {input.protocol:q} --reference {params.reference:q} --out {params.out:q} 2>&1 | tee {log:q}"
+
+
 rule report:
     input:
         results=expand(f"{RESULTS}/{{grid}}.parquet", grid=GRIDS),
         grids=list(GRID_FILES.values()),
         reference=[p for g in GRIDS for p in reference_of(SimpleNamespace(grid=g))],
         tables=expand(f"{REPORTS}/tables/{{grid}}.md", grid=GRIDS),
-        figures=expand(f"{REPORTS}/figures/{{name}}.png", name=[*GRIDS, *FIGURE_GRID]),
+        figures=expand(
+            f"{REPORTS}/figures/{{name}}.png",
+            name=[*GRIDS, *FIGURE_GRID, "learning_curves"],
+        ),
         paper=config["paper_results"],
         data=expand(
             f"{PROCESSED}/{{exp}}/manifest.json",

@@ -16,10 +16,9 @@ checkpoint sweep:
         results=lambda wildcards, output: parent(output[0], 2),
         processed=lambda wildcards, input: parent(input.data, 2),
         settings=SWEEP_SETTINGS,
-        limit=deadline_option,
     shell:
         "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
-        " --settings {params.settings:q} --cores {threads} {params.limit} 2>&1 | tee {log:q}"
+        " --settings {params.settings:q} --cores {threads} 2>&1 | tee {log:q}"
 
 
 rule results:

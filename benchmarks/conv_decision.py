@@ -1,0 +1,325 @@
+"""Which convolution should train the paper's models on this GPU: the measurement behind icstn.layers.CONV["cuda"].
+
+    python -m benchmarks.conv_decision [--k 128] [--batch 100] [--budget 330] [--table FILE]
+
+1. For each convolution shape of the models (default: IC-STN-4(a) and the GTSRB IC-STN-4) at
+   K models and batch B: the median time of forward, input gradient and weight gradient (CUDA
+   events), and the error of each against the grouped convolution in exact float32 (cuDNN
+   without TF32), as max |a - b| / max |b|, for the formulations
+     grouped-tf32       cuDNN's grouped convolution under TF32: the fast path today
+     grouped-bf16-nhwc  the same in bfloat16, channels-last
+     triton-tf32        icstn.triton_conv under TF32 (its tl.dot on tensor cores)
+     triton-tf32-dot    the same with tl.dot for every channel block, padded to 16, where it
+                        otherwise loops over FMAs (icstn.triton_conv.DOT_MIN_CHANNELS = 1)
+     triton-fp32        icstn.triton_conv in exact float32
+     inductor           torch.compile(mode="max-autotune-no-cudagraphs") of the grouped convolution,
+                        with Inductor's Triton templates for both gradients where this torch has them
+2. The fast path's training step (``benchmarks.throughput``: K stacked models, one CUDA graph,
+   TF32) of both models at each K, for each whole-model choice of icstn.layers.CONV.
+
+Inductor's autotuning takes longest, so it runs last; a measurement starts only while --budget
+lasts, and what the budget leaves out gets a row saying so. Every measurement is a JSON line on
+stdout; the table, the winner per shape (the fastest formulation within --max-error in every
+direction) and the end-to-end winner, the value for icstn.layers.CONV["cuda"] (benchmarks/GPU.md),
+go to stderr and --table. Without a CUDA device it prints one line saying so; ``--device cpu`` runs the plumbing
+on the CPU (the grouped formulations time the CPU's convolution there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from icstn import layers, models, triton_conv
+
+MODELS = (("mnist", "IC-STN-4(a)"), ("gtsrb", "IC-STN-4"))
+DIRECTIONS = ("forward", "input", "weight")
+#: name -> (convolution, float32 precision, dtype, channels-last, icstn.triton_conv.DOT_MIN_CHANNELS
+#: or None for its default); "inductor" compiles the grouped convolution.
+FORMULATIONS = {
+    "grouped-tf32": (layers.conv_grouped, "tf32", torch.float32, False, None),
+    "grouped-bf16-nhwc": (layers.conv_grouped, "tf32", torch.bfloat16, True, None),
+    "triton-tf32": (layers.conv_triton, "tf32", torch.float32, False, None),
+    "triton-tf32-dot": (layers.conv_triton, "tf32", torch.float32, False, 1),
+    "triton-fp32": (layers.conv_triton, "ieee", torch.float32, False, None),
+    "inductor": (layers.conv_grouped, "tf32", torch.float32, False, None),
+}
+
+
+def model(text: str) -> tuple[str, str]:
+    """--models' "experiment:model", checked against the registry."""
+    experiment, _, name = text.partition(":")
+    try:
+        models.get_config(experiment, name)
+    except (KeyError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc} (expected experiment:model, e.g. mnist:IC-STN-4(a))") from exc
+    return experiment, name
+
+
+def conv_shapes(pairs=MODELS) -> dict[tuple, list[str]]:
+    """(C, C', kh, kw, H, W) of every convolution of the models -> the networks that run it."""
+    shapes: dict[tuple, list[str]] = {}
+    for experiment, name in pairs:
+        net = models.AlignNet(models.get_config(experiment, name), [0])
+        nets = [("predictor", p) for p in net.predictors] + ([("classifier", net.classifier)] if net.classifier else [])
+        for part, stacked in nets:
+            for shape in stacked.convs:
+                shapes.setdefault(shape, []).append(f"{name} {part}")
+    return shapes
+
+
+def shape_name(shape: tuple) -> str:
+    c, c_out, kh, kw, h, w = shape
+    return f"{c}->{c_out} {kh}x{kw} on {h}x{w}"
+
+
+@contextlib.contextmanager
+def fp32_precision(value: str):
+    """TF32 ("tf32") or exact ("ieee") float32 for cuDNN, its convolutions and the matmuls, as icstn.step sets it."""
+    flags = (torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+    before = [f.fp32_precision for f in flags]
+    for f in flags:
+        f.fp32_precision = value
+    try:
+        yield
+    finally:
+        for f, v in zip(flags, before):
+            f.fp32_precision = v
+
+
+@contextlib.contextmanager
+def dot_min_channels(value: int | None):
+    """icstn.triton_conv.DOT_MIN_CHANNELS set to ``value`` (None: left alone), for the forward and the backward."""
+    if value is None:
+        yield
+        return
+    before, triton_conv.DOT_MIN_CHANNELS = triton_conv.DOT_MIN_CHANNELS, value
+    try:
+        yield
+    finally:
+        triton_conv.DOT_MIN_CHANNELS = before
+
+
+def median_ms(fn, reps: int, cuda: bool) -> tuple[float, object]:
+    """The median milliseconds of ``fn()`` over ``reps`` calls after three warm-up calls (compilation,
+    autotuning, cuDNN's algorithm search), and the first call's result."""
+    out = fn()
+    fn(), fn()
+    times = []
+    if cuda:
+        torch.cuda.synchronize()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        times = [start.elapsed_time(end) for start, end in events]
+    else:
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), out
+
+
+def directions(conv, x, w, b, dy) -> dict:
+    """The three calls timed: forward without autograd, and each gradient alone, from a kept graph."""
+    xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
+    y_x, y_w = conv(xg, w, b), conv(x, wg, bg)  # graphs where only the input, or only the weights, need a gradient
+
+    def forward():
+        with torch.no_grad():
+            return conv(x, w, b)
+
+    return {
+        "forward": forward,
+        "input": lambda: torch.autograd.grad(y_x, xg, dy, retain_graph=True)[0],
+        "weight": lambda: torch.autograd.grad(y_w, (wg, bg), dy, retain_graph=True)[0],
+    }
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want).abs().max() / want.abs().max()).item()
+
+
+def compiled(conv):
+    """A fresh Inductor compilation of ``conv``, with its Triton conv templates where this torch has them."""
+    import torch._inductor.config as inductor
+
+    for name in ("max_autotune_conv_backends", "max_autotune_conv_bwd_weight_backends", "max_autotune_conv_bwd_input_backends"):
+        if hasattr(inductor, name):
+            setattr(inductor, name, "ATEN,TRITON")
+    for name in ("cache_size_limit", "recompile_limit"):  # one code object, many shapes and grad modes
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 256)
+    return torch.compile(conv, mode="max-autotune-no-cudagraphs", dynamic=False)
+
+
+def kernels(args, shapes: dict, formulations: list[str], emit, rows: list[dict]) -> None:
+    """Part 1: every shape x formulation x direction, timed and compared, appended to ``rows``."""
+    cuda = args.device.startswith("cuda")
+    for shape, used_by in shapes.items():
+        c, c_out, kh, kw, h, w = shape
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(args.batch, args.k * c, h, w, generator=g).to(args.device)  # (B, K*C, H, W)
+        weight = (torch.randn(args.k, c_out, c, kh, kw, generator=g) / math.sqrt(c * kh * kw)).to(args.device)
+        bias = torch.randn(args.k, c_out, generator=g).to(args.device)
+        dy = torch.randn(args.batch, args.k * c_out, h - kh + 1, w - kw + 1, generator=g).to(args.device)
+        with fp32_precision("ieee"):
+            calls = directions(layers.conv_grouped, x, weight, bias, dy)
+            want = {d: calls[d]() for d in DIRECTIONS}  # the exact reference
+        del calls
+        for name in formulations:
+            row = {"shape": shape_name(shape), "c_in": c, "c_out": c_out, "kernel": [kh, kw], "input": [h, w], "k": args.k,
+                   "batch": args.batch, "used_by": used_by, "formulation": name}  # fmt: skip
+            conv, precision, dtype, nhwc, dot_min = FORMULATIONS[name]
+            if time.monotonic() > args.deadline:
+                rows.append(emit({**row, "skipped": f"the budget of {args.budget:.0f} s was spent"}))
+                continue
+            fmt = torch.channels_last if nhwc else torch.contiguous_format
+            inputs = [t.to(dtype).contiguous(memory_format=fmt) if t.ndim == 4 else t.to(dtype) for t in (x, weight, bias, dy)]
+            calls = None
+            try:
+                with fp32_precision(precision), dot_min_channels(dot_min):
+                    calls = directions(compiled(conv) if name == "inductor" else conv, *inputs)
+                    for d in DIRECTIONS:
+                        ms, out = median_ms(calls[d], args.reps, cuda)
+                        rows.append(emit({**row, "direction": d, "ms": round(ms, 4), "error": relative_error(out, want[d])}))
+                        del out
+            except Exception as exc:  # a formulation that fails on this card is a finding, not the end of the run
+                rows.append(emit({**row, "failed": f"{type(exc).__name__}: {str(exc)[:300]}"}))
+            del calls, inputs
+            gc.collect()
+
+
+def end_to_end(args, emit, rows: list[dict]) -> None:
+    """Part 2: model-iterations per second of the fast path's step per model, K and whole-model choice, appended to ``rows``."""
+    from benchmarks.throughput import FAST_PATH, rate, trainers_for
+    from icstn.data import synthetic
+
+    device_type = torch.device(args.device).type
+    default = layers.CONV[device_type]
+    for experiment, name in args.models:
+        cfg, data = models.get_config(experiment, name), synthetic(experiment)
+        for k in args.e2e_k:
+            base = None
+            for choice in args.choices:
+                row = {"end_to_end": name, "experiment": experiment, "k": k, "batch": args.batch, "choice": choice}
+                if time.monotonic() > args.deadline:
+                    rows.append(emit({**row, "skipped": f"the budget of {args.budget:.0f} s was spent"}))
+                    continue
+                layers.CONV[device_type] = choice
+                try:
+                    per_s = rate(trainers_for(cfg, data, k, FAST_PATH[device_type], args.device, args.batch), args.steps, args.warmup)
+                except Exception as exc:
+                    rows.append(emit({**row, "failed": f"{type(exc).__name__}: {str(exc)[:300]}"}))
+                    continue
+                finally:
+                    layers.CONV[device_type] = default
+                    gc.collect()
+                    if device_type == "cuda":  # each K's graph and buffers go before the next
+                        torch.cuda.empty_cache()
+                base = per_s if choice == args.choices[0] else base  # ratios to the first choice, at this K
+                rows.append(emit({**row, "model_iters_per_s": round(per_s, 2), **({"ratio": round(per_s / base, 3)} if base else {})}))
+
+
+def decide(kernel_rows: list[dict], e2e_rows: list[dict], max_error: float) -> tuple[list[str], dict]:
+    """The table's lines, and the decision: the winner per shape and the whole-model choice."""
+    lines = [f"{'shape':<20} {'formulation':<18} {'forward ms':>10} {'input ms':>9} {'weight ms':>9} {'total ms':>9} {'max error':>9}"]
+    winners = {}
+    for shape in dict.fromkeys(r["shape"] for r in kernel_rows):
+        totals = {}
+        for name in dict.fromkeys(r["formulation"] for r in kernel_rows if r["shape"] == shape):
+            mine = [r for r in kernel_rows if r["shape"] == shape and r["formulation"] == name]
+            got = {r["direction"]: r for r in mine if "ms" in r}
+            if len(got) < len(DIRECTIONS):
+                why = next((r.get("failed") or r.get("skipped") for r in mine if "ms" not in r), "")
+                lines.append(f"{shape:<20} {name:<18} {why[:80]}")
+                continue
+            total, error = sum(r["ms"] for r in got.values()), max(r["error"] for r in got.values())
+            ms = " ".join(f"{got[d]['ms']:>{n}.3f}" for d, n in zip(DIRECTIONS, (10, 9, 9)))
+            lines.append(f"{shape:<20} {name:<18} {ms} {total:>9.3f} {error:>9.1e}")
+            if error <= max_error:
+                totals[name] = total
+        winners[shape] = min(totals, key=totals.get) if totals else None
+    lines += ["", f"winner per shape (fastest in all three directions, error <= {max_error:g} in each):"]
+    lines += [f"  {shape:<20} {name}" for shape, name in winners.items()]
+    ratios: dict[str, list[float]] = {}
+    for r in e2e_rows:
+        if "ratio" in r:
+            ratios.setdefault(r["choice"], []).append(r["ratio"])
+    whole = max(map(len, ratios.values()), default=0)  # a choice competes where it ran at every model and K the first did
+    geomean = {c: round(math.exp(sum(map(math.log, v)) / len(v)), 3) for c, v in ratios.items() if len(v) == whole}
+    lines += ["", "end to end, model-iterations/s (ratio to the first choice at that K):"]
+    for r in e2e_rows:
+        rate = f"{r['model_iters_per_s']:>9.1f}" + (f" ({r['ratio']:.2f}x)" if "ratio" in r else "") if "model_iters_per_s" in r else ""
+        lines.append(f"  {r['end_to_end']:<12} K={r['k']:<4} {r['choice']:<8} {rate or (r.get('failed') or r.get('skipped', ''))[:80]}")
+    best = max(geomean, key=geomean.get) if geomean else None
+    lines.append(f"whole-model choice: {best} (geometric mean of the ratios: {geomean})")
+    return lines, {"decision": "conv", "winner_per_shape": winners, "e2e_geomean_ratio": geomean, "whole_model_choice": best}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--models", type=model, nargs="+", default=list(MODELS), metavar="EXPERIMENT:MODEL",
+                        help="whose convolutions and steps (default: mnist:IC-STN-4(a) gtsrb:IC-STN-4)")
+    parser.add_argument("--k", type=int, default=128, help="models per convolution (part 1)")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--reps", type=int, default=20, help="timed calls per direction (part 1)")
+    parser.add_argument("--formulations", nargs="+", choices=list(FORMULATIONS), default=list(FORMULATIONS))
+    parser.add_argument("--e2e-k", type=int, nargs="*", default=[1, 3, 32, 128], help="K of the end-to-end steps (part 2)")
+    parser.add_argument("--choices", nargs="+", choices=sorted(layers.CONVOLUTIONS), default=["grouped", "triton"])
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps (part 2)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--max-error", type=float, default=2e-3, help="a winner's largest error, in every direction")
+    parser.add_argument("--budget", type=float, default=330, help="seconds in which a measurement may start")
+    parser.add_argument("--table", type=Path, help="also write the table and the decision here")
+    args = parser.parse_args(argv)
+    args.started = time.monotonic()
+    args.deadline = args.started + args.budget
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        print(json.dumps({"skipped": "no CUDA device: the convolution decision times kernels on a GPU (--device cpu dry-runs it)"}))
+        return 0
+    where = {"device": args.device, "torch": torch.__version__, "triton": getattr(triton_conv.triton, "__version__", None)}
+    if cuda:
+        where["device_name"] = torch.cuda.get_device_name(args.device)
+        torch.backends.cudnn.benchmark = True  # as the training step: cuDNN's fastest algorithm per shape
+
+    def emit(row: dict) -> dict:
+        print(json.dumps({**where, **row}), flush=True)
+        return row
+
+    shapes = conv_shapes(args.models)
+    kernel_rows, e2e_rows = [], []
+    try:
+        kernels(args, shapes, [f for f in args.formulations if f != "inductor"], emit, kernel_rows)
+        end_to_end(args, emit, e2e_rows)
+        if "inductor" in args.formulations:
+            kernels(args, shapes, ["inductor"], emit, kernel_rows)
+    except KeyboardInterrupt:  # `timeout -s INT`: the decision from what was measured
+        emit({"interrupted": f"after {time.monotonic() - args.started:.0f} s"})
+    lines, decision = decide(kernel_rows, e2e_rows, args.max_error)
+    emit({**decision, "seconds": round(time.monotonic() - args.started, 1)})
+    text = "\n".join(lines) + "\n"
+    print(text, file=sys.stderr, end="")
+    if args.table:
+        args.table.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
