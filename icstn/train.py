@@ -16,6 +16,11 @@ device draw the same numbers. ``TrainConfig(cuda_graph=False, tf32=False)`` is t
     trainer.evaluate()   # one dict of metrics per model
     trainer.evaluations  # the learning curve: the test metrics at eval_steps(...), the last at the end
 
+``fit(stop=...)`` checks a stop condition between steps (a wall-clock limit): when it holds, the
+trainer checkpoints through its callbacks and raises ``Stopped``; loading that checkpoint continues
+exactly. A trainer loaded from a finished run of fewer iterations continues it to its own budget,
+as exactly (``extends``).
+
 The trainer runs the fit loop and its callbacks; its parts are a ``Sampler`` (what every model
 sees, ``icstn.sampling``), a ``TrainStep`` (the step, and its CUDA graph, ``icstn.step``), an
 ``Evaluator`` (``icstn.evaluate``) and its checkpoints (``icstn.checkpoint``).
@@ -23,6 +28,7 @@ sees, ``icstn.sampling``), a ``TrainStep`` (the step, and its CUDA graph, ``icst
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +95,26 @@ class TrainConfig:
     planar_test_samples: int = 1000  # test perturbations of the single planar image
     cuda_graph: bool = True  # CUDA only: capture the whole step once, replay it
     tf32: bool = True  # CUDA only: TF32 matmuls and convolutions
+
+
+def extends(done_iterations: int, cfg: TrainConfig) -> bool:
+    """Whether a finished run of ``done_iterations`` steps, with ``cfg``'s other settings, is exactly the
+    first ``done_iterations`` steps of a run of ``cfg``: so loading its final state and training on
+    gives what ``cfg`` gives from scratch.
+
+    Every draw is a function of (seed, step), and the learning rates are constant (this trainer has
+    no schedule), so any shorter budget qualifies. A schedule whose decay point follows the budget
+    would qualify only while that point lies beyond ``done_iterations``.
+    """
+    return 0 < done_iterations < cfg.iterations
+
+
+class Stopped(Exception):
+    """``fit`` was told to stop before its last step; its state at ``step`` went to ``on_checkpoint``."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step}")
+        self.step = step
 
 
 class Callback:
@@ -158,16 +184,26 @@ class Trainer:
         self.step += 1
         return losses
 
-    def fit(self, progress: bool = False) -> list[dict]:
-        """Train to ``cfg.iterations`` (from the current step) and return the final evaluation."""
+    def fit(self, progress: bool = False, stop: Callable[[int], bool] | None = None) -> list[dict]:
+        """Train to ``cfg.iterations`` (from the current step) and return the final evaluation.
+
+        ``stop(step)`` is asked before every step: when it says True, every ``on_checkpoint`` callback
+        runs at the current step and ``Stopped`` is raised.
+        """
         from tqdm.auto import tqdm
 
         cfg = self.cfg
         evals = set(eval_steps(cfg.iterations, cfg.curve_per_decade, cfg.eval_every))
-        # a run continued from another's end keeps the points of its own schedule: the same curve as from scratch
+        # a run continued from a shorter one keeps the points of its own schedule: the same curves as from scratch
         self.evaluations = [e for e in self.evaluations if e[0] in evals]
+        self.losses = [point for point in self.losses if point[0] % cfg.log_every == 0]
         bar = tqdm(total=cfg.iterations, initial=self.step, disable=not progress, desc=self.model_cfg.name, unit="it", mininterval=2)
         while self.step < cfg.iterations:
+            if stop is not None and stop(self.step):
+                bar.close()
+                for cb in self.callbacks:
+                    cb.on_checkpoint(self, self.step)
+                raise Stopped(self.step)
             losses = self.train_step()
             bar.update()
             if self.step % cfg.log_every == 0 or self.step == cfg.iterations:

@@ -6,6 +6,7 @@ one line of where the running trials are::
     table2 [0/12] started IC-STN-4(a) σ=3.5 seeds 0-2
     table2 0:30 [4/12] running: IC-STN-4(a) σ=3.5 seeds 0-2 at 200/300 (8 s left), STN(a) σ=3.5 seeds 0-2 at 100/300 (20 s left)
     table2 [5/12] finished IC-STN-4(a) σ=3.5 seeds 0-2 in 41 s: test error 12.3% (mean of 3)
+    table2 [5/12] stopped STN(a) σ=3.5 seeds 0-2 at 2,400/6,400 (checkpoint written)
 
 A trial's time left is its remaining steps at the rate of its steps since its first report (so a
 resumed trial counts from where it resumed), evaluations included. A finished trial gives one
@@ -55,6 +56,11 @@ class Progress:
                           for s, v in by_sigma.items())  # fmt: skip
         error = f"{record.split} error {means}" + (f" ({_seeds(shared, several)})" if shared and shared > 1 else "")
         self._print(f"{self._count()} finished {trial.label} in {record.seconds:.0f} s: {error}")
+
+    def stopped(self, trial: Trial, step: int) -> None:
+        """The trial stopped at the sweep's limit, its checkpoint written: a rerun continues it."""
+        self.running.pop(trial.key, None)
+        self._print(f"{self._count()} stopped {trial.label} at {step:,}/{trial.train['iterations']:,} (checkpoint written)")
 
     def failed(self, trial: Trial, why: str) -> None:
         self.running.pop(trial.key, None)

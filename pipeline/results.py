@@ -8,10 +8,18 @@ two lists of one length, the metric at each evaluation (``icstn.train.eval_steps
 the last at the final step, whose value is ``value``); empty where there is none (a calibration
 row, another unroll count, a trial recorded before curves). ``curves`` gives them in long form,
 one row per point.
+
+    python -m pipeline.results --sweep results/table2/sweep.json --out results/table2.parquet
+
+writes a finished sweep's table again from its trials' records (the workflow's step after a
+sweep); a sweep that stopped at its time limit has no table yet.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -120,3 +128,35 @@ def read(path: str | Path) -> pd.DataFrame:
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise ValueError(f"{path}: not a readable results table ({exc}); delete it and rebuild it from the trials' records, "
                          f"retraining nothing: {rebuild}") from None  # fmt: skip
+
+
+def from_summary(summary: str | Path) -> pd.DataFrame:
+    """The table of the sweep whose summary (``<results>/<grid>/sweep.json``) is ``summary``; ValueError
+    naming it when that sweep stopped before every trial finished."""
+    summary = Path(summary)
+    try:
+        done = json.loads(summary.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{summary}: not a readable sweep summary ({exc}); run the sweep again") from None
+    if done.get("finished") is not True or "keys" not in done:
+        why = f"it stopped at {done['stopped']}" if "stopped" in done else "the summary names no trials"
+        raise ValueError(f"{summary}: the sweep has not finished every trial ({why}); rerun it to continue")
+    return collect(GridStore(summary.parent.parent, summary.parent.name), done["keys"], done["profile"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write a finished sweep's results table from its trials' records.")
+    parser.add_argument("--sweep", required=True, help="the sweep's summary, <results>/<grid>/sweep.json")
+    parser.add_argument("--out", required=True, help="the table to write, <results>/<grid>.parquet")
+    args = parser.parse_args(argv)
+    try:
+        df = from_summary(args.sweep)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(df)} rows -> {write(df, args.out)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,11 @@
 
 The same function runs inside a Ray Tune worker and in the inline executor; a ``Reporter``
 hides the difference (where intermediate metrics and checkpoints go, where a retry resumes).
+
+A trial resumes from its own checkpoint; without one, it continues a finished trial of its grid
+that differs from it only in a shorter budget (``iterations``), from that trial's final state.
+Either way the result is what training from scratch gives, bit for bit on a CPU. The sweep's
+``Limit`` stops it between steps, after a checkpoint (``icstn.train.Stopped``).
 """
 
 from __future__ import annotations
@@ -9,15 +14,16 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from icstn import checkpoint, data, experiments, models
-from icstn.train import Callback, TrainConfig, Trainer
+from icstn.train import Callback, TrainConfig, Trainer, extends
 from pipeline import files, provenance
 from pipeline.images import save_image_grid
+from pipeline.stop import Limit
 from pipeline.store import GridStore
 from pipeline.trial import MemberResult, Trial, TrialRecord, digest
 
@@ -43,12 +49,18 @@ class Context:
     device: str = "cpu"
     cuda_graph: bool = True
     threads: int = 1  # torch threads of one trial (a Ray trial's CPUs)
+    limit: Limit = field(default_factory=Limit)  # when the trials stop early (never, unless set)
 
     def store(self, trial: Trial) -> GridStore:
         return GridStore(self.results, trial.grid)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values (what a Ray worker receives); ``from_dict`` reads them back."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "limit"}, "limit": self.limit.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Context:
+        return cls(**d | {"limit": Limit(**d.get("limit", {}))})
 
 
 class Reporter:
@@ -95,13 +107,19 @@ def load_dataset(trial: Trial, data_root: str | Path) -> tuple[data.Dataset, str
     return ds, "test"
 
 
+def log_every(iterations: int) -> int:
+    """Steps between training-loss points: about 100 points, at a power of two, so that a longer budget's
+    points are a subset of a shorter one's (a continued run keeps the curve it would have from scratch)."""
+    return 1 << max(0, (iterations // 100).bit_length() - 1)
+
+
 def train_config(trial: Trial, cuda_graph: bool = True) -> TrainConfig:
     t = trial.train
     iterations = t["iterations"]
     return TrainConfig(
         **t,
         cuda_graph=cuda_graph,
-        log_every=max(1, iterations // 100),
+        log_every=log_every(iterations),
         checkpoint_every=max(1, min(t["eval_every"] or iterations // 5, CHECKPOINT_EVERY)),
         planar_test_samples=trial.test_samples or 1000,
     )
@@ -120,7 +138,9 @@ def check_checkpoint(trial: Trial, ctx: Context) -> None:
 
 
 def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, where: dict | None = None) -> TrialRecord:
-    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint.
+    """Train, evaluate and record one trial; returns its record. Resumes from a checkpoint, or
+    continues a shorter finished trial; raises ``icstn.train.Stopped`` (its checkpoint written) when
+    ``ctx.limit`` is reached first.
 
     ``where`` (e.g. the Ray node) is recorded with the provenance. Two processes never train one
     trial: the second waits for the first, then returns its record.
@@ -133,14 +153,16 @@ def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, wher
 
 def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, where: dict | None) -> TrialRecord:
     start = time.perf_counter()
-    print(f"trial {trial.key}: training {len(trial.members)} model(s)", file=sys.stderr, flush=True)
+    cfg = train_config(trial, ctx.cuda_graph)
+    continued = None if store.checkpoint(trial.key).is_file() else continue_shorter(trial, store, cfg)
+    origin = f", continuing trial {continued['trial']} from step {continued['step']:,}" if continued else ""
+    print(f"trial {trial.key}: training {len(trial.members)} model(s){origin}", file=sys.stderr, flush=True)
     dataset, split = load_dataset(trial, ctx.data)
     model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
-    trainer = Trainer(
-        model_cfg, train_config(trial, ctx.cuda_graph), dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),)
-    )
+    trainer = Trainer(model_cfg, cfg, dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),))
     resumed_from = trainer.step if reporter.resume(trainer) else None
-    final = trainer.fit()
+    final = trainer.fit(stop=ctx.limit.reached)
+    trainer.save(store.final_state(trial.key))  # what a longer budget continues from
     if experiments.is_alignment(trial.experiment):  # calibration: the best one-step linear predictor
         for k, member in enumerate(trial.members):
             same = {"linear_baseline": 1, "noise_warp": trial.train["noise_warp"], **asdict(member), "test_samples": trial.test_samples}
@@ -171,12 +193,23 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
         fast_path={"models_per_step": trainer.k, "cuda_graph": trainer.graphed, "tf32": trainer.device.type == "cuda" and trainer.cfg.tf32},
         seconds=round(time.perf_counter() - start, 2),
         resumed_from_step=resumed_from,
+        continued_from=store.continued(trial.key),
         members=tuple(members),
         where=where or {},
         provenance={"git_commit": provenance.git_commit(), **provenance.versions(), **provenance.data_source(ctx.data, trial.experiment)},
     )
     store.write_record(record)
     return record
+
+
+def continue_shorter(trial: Trial, store: GridStore, cfg: TrainConfig) -> dict | None:
+    """Start ``trial`` where the longest finished trial it extends ended (the same trial, a shorter
+    budget, a schedule that makes it exact): that trial's final state, copied, becomes this one's
+    checkpoint. Returns {'trial': its key, 'step': its iterations}, or None where there is none."""
+    done = [r for r in store.records() if trial.extends(r.trial) and extends(r.iterations, cfg) and store.final_state(r.trial.key).exists()]
+    shorter = max(done, key=lambda r: r.iterations, default=None)
+    store.start_from(trial.key, shorter)
+    return store.continued(trial.key)
 
 
 def _arrays(trainer: Trainer, model_cfg: models.ModelConfig) -> dict[str, np.ndarray]:

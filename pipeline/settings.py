@@ -21,6 +21,7 @@ DEFAULTS = {
     "device": "auto",
     "pack": "auto",
     "cuda_graph": True,
+    "stop_after": None,  # a time limit, e.g. '8m' (pipeline.stop)
     "tracking": {"enabled": True, "uri": None},
     "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": "auto", "max_failures": 2},
     "max_trials": 2000,  # the largest grid planned without a word: the paper's grids have at most 60 trials even at pack 1

@@ -1,7 +1,7 @@
 """Where a grid's results live on disk; the only code that spells those paths.
 
     <results>/<grid>.parquet                the tidy results table (pipeline.results)
-    <results>/<grid>/sweep.json             the last sweep's summary
+    <results>/<grid>/sweep.json             the last sweep's summary: whether every trial finished, and their keys
     <results>/<grid>/store.json             the store's own id (its MLflow runs carry it)
     <results>/<grid>/best.json              a search's best setting
     <results>/<grid>/ray/                   Ray Tune's own records
@@ -9,6 +9,8 @@
     <results>/<grid>/trials/<key>/
         record.json     written last, atomically: its presence means the trial is done
         checkpoint.pt   the unfinished trial's last state (gone once it is done)
+        final.pt        the finished trial's last state: what a longer budget continues from
+        continued.json  where the trial started: a shorter trial's key and its final step (if it did)
         arrays.npz      alignment samples, class means and variances of every member (the figures')
         member<k>/      member k's weights, alignment PNG and arrays (its MLflow artifacts)
         .lock           held while a process trains the trial
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 import uuid
 from contextlib import AbstractContextManager
@@ -83,6 +86,13 @@ class GridStore:
     def checkpoint(self, key: str) -> Path:
         return self.folder(key) / "checkpoint.pt"
 
+    def final_state(self, key: str) -> Path:
+        return self.folder(key) / "final.pt"
+
+    def stop_request(self, token: str) -> Path:
+        """The file a sweep's ``Limit.request()`` writes: its trials stop at their next step."""
+        return self.root / f".stop-{token}"
+
     def member_folder(self, key: str, k: int) -> Path:
         return self.folder(key) / f"member{k}"
 
@@ -99,6 +109,32 @@ class GridStore:
             return TrialRecord.from_dict(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError) as exc:  # written atomically, so only a hand or a disk damages one
             raise ValueError(f"{path} is damaged ({type(exc).__name__}: {exc}); delete it to train that trial again") from None
+
+    def records(self) -> list[TrialRecord]:
+        """Every finished trial of the grid, of any sweep of it (under any budget), that can be read."""
+        found = []
+        for path in sorted(self.root.glob("trials/*/record.json")):
+            try:
+                found.append(self.record(path.parent.name))
+            except ValueError:  # damaged: the sweep that owns it says so before its compute
+                continue
+        return found
+
+    def start_from(self, key: str, shorter: TrialRecord | None) -> None:
+        """Trial ``key`` starts afresh (None), or from finished trial ``shorter``'s final state: a copy
+        (the shorter result stays whole) becomes its checkpoint, and its record will say so."""
+        marker = self.folder(key) / "continued.json"
+        if shorter is None:
+            marker.unlink(missing_ok=True)
+            return
+        write_json(marker, {"trial": shorter.trial.key, "step": shorter.iterations})
+        with atomic(self.checkpoint(key)) as tmp:
+            shutil.copyfile(self.final_state(shorter.trial.key), tmp)
+
+    def continued(self, key: str) -> dict | None:
+        """Where trial ``key`` started, if it continued a shorter one (``start_from``)."""
+        path = self.folder(key) / "continued.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def done(self, key: str) -> bool:
         return (self.folder(key) / "record.json").is_file()

@@ -98,6 +98,12 @@ class Trial:
     def sigmas(self) -> list[float]:
         return [m.sigma_px for m in self.members]
 
+    def extends(self, other: Trial) -> bool:
+        """Whether this trial is ``other`` with a larger budget (``iterations``), and nothing else changed."""
+        iterations = self.train["iterations"]
+        longer = replace(other, train={**other.train, "iterations": iterations}, shown=self.shown)
+        return iterations > other.train["iterations"] and longer == self
+
     def with_overrides(self, **train) -> Trial:
         """The same trial with some training settings changed (a search's sample, its best setting)."""
         return replace(self, train={**self.train, **train})
@@ -139,6 +145,7 @@ class TrialRecord:
     members: tuple[MemberResult, ...]
     where: dict = field(hash=False)  # e.g. the Ray node
     provenance: dict = field(hash=False)  # git commit, versions, data source
+    continued_from: dict | None = field(default=None, hash=False)  # {'trial': key, 'step': n}: a shorter trial it continued
 
     @property
     def objective(self) -> float:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from icstn import data, models
-from icstn.train import Callback, TrainConfig, Trainer, eval_steps, log_steps
+from icstn.train import Callback, Stopped, TrainConfig, Trainer, eval_steps, extends, log_steps
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,46 @@ def test_resume_equals_uninterrupted(mnist, tmp_path):
     resumed.fit()
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def same_state(a: Trainer, b: Trainer) -> bool:
+    """Bit for bit: every weight, the optimiser, the step and the loss curve."""
+    sa, sb = a.state_dict(), b.state_dict()
+    weights = all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+    return weights and sa["optimizer"] == sb["optimizer"] and a.step == b.step and a.losses == b.losses
+
+
+def test_a_stopped_fit_checkpoints_and_continues_exactly(mnist, tmp_path):
+    straight = trainer(mnist, iterations=6)
+    final = straight.fit()
+    saved = []
+
+    class Save(Callback):
+        def on_checkpoint(self, t, step):
+            saved.append(step)
+            t.save(tmp_path / "c.pt")
+
+    first = trainer(mnist, iterations=6)
+    first.callbacks = (Save(),)
+    with pytest.raises(Stopped) as stopped:
+        first.fit(stop=lambda step: step >= 4)
+    assert stopped.value.step == 4 and first.step == 4 and saved == [4]
+    resumed = trainer(mnist, iterations=6)
+    resumed.load(tmp_path / "c.pt")
+    assert resumed.fit() == final and same_state(resumed, straight)
+
+
+def test_a_longer_budget_continues_a_finished_run_exactly(mnist, tmp_path):
+    scratch = trainer(mnist, iterations=60, log_every=4)
+    final = scratch.fit()
+    short = trainer(mnist, iterations=30, log_every=2)  # a denser curve: the longer run keeps its own spacing
+    short.fit()
+    short.save(tmp_path / "short.pt")
+    longer = trainer(mnist, iterations=60, log_every=4)
+    assert extends(30, longer.cfg) and not extends(60, longer.cfg)
+    longer.load(tmp_path / "short.pt")
+    assert longer.fit() == final and same_state(longer, scratch)  # 30 and then 30 more: 60 from scratch, bit for bit
+    assert [s for s, _ in longer.losses] == list(range(4, 61, 4))
 
 
 def test_corrupt_checkpoint_is_named(mnist, tmp_path):

@@ -4,11 +4,15 @@ The driver (this process) is the only MLflow writer: workers report through Tune
 callback here relays their results to the tracker. A worker that dies is retried from its last
 checkpoint (``ray.max_failures``); a trial already recorded is never trained again. An error that
 no retry mends (``runner.UNRECOVERABLE``: a full disk) stops every trial at once, retrying none.
+
+Tune creates a trial only when the runtime has room to start it, and none once the sweep's limit
+is reached; a running trial then checkpoints and returns unfinished (``pipeline.stop``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -17,10 +21,13 @@ import time
 from pathlib import Path
 
 from ray import tune
+from ray.tune.search import BasicVariantGenerator, SearchGenerator
 
+from icstn.train import Stopped
 from pipeline.files import quiet_disk_full
 from pipeline.progress import Progress
 from pipeline.runner import UNRECOVERABLE, Context, Reporter, Unrecoverable, run_trial
+from pipeline.stop import Limit, LimitReached
 from pipeline.trial import Trial
 
 FATAL = "fatal"  # the metric a trial reports an error under that no retry mends
@@ -87,6 +94,17 @@ def check_resources(per_trial: dict) -> None:
             )
 
 
+def slots(per_trial: dict) -> int:
+    """How many trials the Ray runtime's nodes hold at once."""
+    import ray
+
+    total = 0
+    for node in (n["Resources"] for n in ray.nodes() if n.get("Alive")):
+        fits = [node.get(kind, 0) / per_trial[key] for kind, key in (("CPU", "cpu"), ("GPU", "gpu")) if per_trial[key]]
+        total += math.floor(min(fits) + 1e-9)
+    return max(1, total)
+
+
 # --- in the worker ------------------------------------------------------------------------------
 def _trial_of(config: dict) -> Trial:
     """The trial a Tune config stands for: a grid trial, plus a search's sampled settings."""
@@ -129,12 +147,18 @@ def _trainable(config: dict) -> None:
     import ray
     import torch
 
-    ctx = Context(**config["ctx"])
+    ctx = Context.from_dict(config["ctx"])
+    if ctx.limit.reached():
+        return  # started after the limit (the runtime had room for one more than Tune was told): not started
     trial = _trial_of(config)
     torch.set_num_threads(max(1, int(ctx.threads)))
     where = {"ray_node": ray.get_runtime_context().get_node_id()}
+    reporter = TuneReporter(ctx.store(trial), trial.key)
     try:
-        record = run_trial(trial, ctx, TuneReporter(ctx.store(trial), trial.key), where)
+        record = run_trial(trial, ctx, reporter, where)
+    except Stopped as stopped:
+        tune.report({"objective": reporter.objective, "stopped_at": stopped.step})
+        return
     except UNRECOVERABLE as exc:  # reported, not raised: Tune retries every error, up to ray.max_failures times
         tune.report({FATAL: str(exc), "objective": TuneReporter.objective})  # a search's every result holds its metric
         return
@@ -162,9 +186,13 @@ class DriverCallback(tune.Callback):
 
     def __init__(self, ctx: Context, progress: Progress, tracker=None):
         self.ctx, self.progress, self.tracker = ctx, progress, tracker
+        self.late: set[str] = set()  # trials that started after the limit: they return at once, untrained
 
     def on_trial_start(self, iteration, trials, trial, **info):
         t = _trial_of(trial.config)
+        if self.ctx.limit.reached():
+            self.late.add(t.key)
+            return
         self.progress.started(t)
         if self.tracker is not None:
             self.tracker.start_trial(t)
@@ -192,12 +220,39 @@ class DriverCallback(tune.Callback):
             self.progress.finished(record)
             if self.tracker is not None:
                 self.tracker.finish_trial(record, store)
+        elif "stopped_at" in (trial.last_result or {}) and t.key not in self.late:
+            self.progress.stopped(t, int(trial.last_result["stopped_at"]))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         t = _trial_of(trial.config)
         self.progress.failed(t, f"see {trial.local_path or 'the Ray log'}")
         if self.tracker is not None:
             self.tracker.fail_trial(t.key)
+
+
+class _UntilLimit:
+    """Mixed into a Tune search algorithm: it creates no trial once the sweep's limit is reached."""
+
+    limit: Limit
+
+    def next_trial(self):
+        if self.limit.reached():
+            self.set_finished()
+            return None
+        return super().next_trial()
+
+
+class _Grid(_UntilLimit, BasicVariantGenerator):
+    """The grid's trials, each created when the runtime has room for it (``max_concurrent``)."""
+
+
+class _Search(_UntilLimit, SearchGenerator):
+    """A searcher's samples."""
+
+
+def _until(algorithm, limit: Limit):
+    algorithm.limit = limit
+    return algorithm
 
 
 def _dirname(trial) -> str:
@@ -222,15 +277,17 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     try:
         check_resources(res)
         param_space = {"ctx": {**ctx.to_dict(), "threads": res["cpu"]}}
-        search_config = {}
         if search is None:
             param_space["trial"] = tune.grid_search([t.to_dict() for t in trials])
+            # a trial is created only when it can start, so that none is waiting when the limit is reached
+            search_config = {"search_alg": _until(_Grid(max_concurrent=slots(res)), ctx.limit)}
         else:
             from ray.tune.search.optuna import OptunaSearch
 
             space = {k: (tune.loguniform if r.get("log", True) else tune.uniform)(r["low"], r["high"]) for k, r in search["space"].items()}
             param_space |= {"trial": trials[0].to_dict(), "search": space}
-            search_config = {"search_alg": OptunaSearch(seed=0), "metric": "objective", "mode": "min", "num_samples": search["num_samples"]}
+            search_config = {"search_alg": _until(_Search(OptunaSearch(seed=0)), ctx.limit), "metric": "objective", "mode": "min",
+                             "num_samples": search["num_samples"]}  # fmt: skip
         tune_config = tune.TuneConfig(trial_dirname_creator=_dirname, **search_config)
         run_config = tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -261,5 +318,9 @@ def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None
 
 def search(trial: Trial, ctx: Context, settings: dict, tracker, search: dict) -> dict:
     """OptunaSearch on Tune: ``search['num_samples']`` samples of ``trial``, the best by validation error."""
-    best = _tune([trial], ctx, settings, tracker, f"{trial.grid}-search", search).get_best_result(metric="objective", mode="min")
+    results = _tune([trial], ctx, settings, tracker, f"{trial.grid}-search", search)
+    done = [r for r in results if r.metrics and "done_step" in r.metrics]
+    if len(done) < search["num_samples"]:  # stopped at the limit (or interrupted): no best of some of the samples
+        raise LimitReached(f"the search of {trial.model} stopped with {len(done)} of {search['num_samples']} samples done")
+    best = results.get_best_result(metric="objective", mode="min")
     return {**best.config["search"], "objective": best.metrics["objective"]}

@@ -10,6 +10,7 @@ from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
 from pipeline.settings import export_max_trials
+from pipeline.stop import export_deadline
 
 # config/grids always; config/ablations too when switched on (--config ablations=true)
 GRID_FILES = discover(
@@ -96,6 +97,53 @@ SWEEP_SETTINGS = sweep_settings()
 # The cap on a grid's trials reaches the sweeps through their environment, not among their
 # settings: lifting it for one grid (--config max_trials=N) reruns no other sweep.
 export_max_trials(config["max_trials"])
+
+# The run's time limit: one moment for all its sweeps, counted from this driver's start. It
+# reaches them through their environment, not among their settings: a limit never reruns a sweep.
+if workflow.is_main_process:
+    export_deadline(config["stop_after"])
+
+
+def sweep_summary(grid):
+    return f"{RESULTS}/{grid}/sweep.json"
+
+
+def finished(summary):
+    """Whether a sweep's summary says every trial finished, and names them (as summaries do since
+    sweeps have time limits)."""
+    done = json.loads(Path(summary).read_text())
+    return done.get("finished") is True and "keys" in done
+
+
+def stopped_sweeps():
+    """The grids whose last sweep stopped (at the time limit) before every trial finished."""
+    return [
+        g
+        for g in GRIDS
+        if Path(sweep_summary(g)).is_file() and not finished(sweep_summary(g))
+    ]
+
+
+def continue_stopped_sweeps():
+    """A sweep stopped at the time limit wrote a summary saying so. Removing it makes Snakemake
+    run the sweep again, which continues every trial from its checkpoint."""
+    for grid in stopped_sweeps():
+        Path(sweep_summary(grid)).unlink()
+        print(f"{grid}: its last sweep did not finish; continuing it", file=sys.stderr)
+
+
+if DRIVER:  # the one driver of this directory (a second is refused, and must not touch its sweeps)
+    continue_stopped_sweeps()
+
+
+def sweeps_then_report(wildcards):
+    """The report, once every grid's sweep has finished. A sweep stopped at the time limit ends
+    the run where it is (the next grid's would stop at once)."""
+    for grid in GRIDS:
+        summary = checkpoints.sweep.get(grid=grid).output[0]
+        if not finished(summary):
+            return [summary]
+    return [f"{REPORTS}/index.html"]
 
 
 wildcard_constraints:
