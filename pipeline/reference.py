@@ -150,7 +150,7 @@ def _layout(results_dir: Path, grid: str, folder: Path, seconds: float | None) -
     waiting = any(s["step"] == 0 for s in states.values())
     target = GridStore(folder, grid)
     for key in store.trial_keys():
-        if key in kept or (waiting and store.continues_from(key)):
+        if key in kept or (waiting and store.final_state(key).is_file()):
             for path in store.essentials(key):
                 _copy(path, target.folder(key) / path.name)
     for path in store.shared():

@@ -61,6 +61,7 @@ def grow(tmp_path, data_root, root, n, grid, limit=None):
     return reference.unpack(archive, root), archive
 
 
+@pytest.mark.slow  # three and two runs of a tiny grid
 def test_a_reference_grown_by_stopped_runs_gives_the_uninterrupted_table(tmp_path, data_root, uninterrupted):
     root, grid = tmp_path / "reference", write_grid(tmp_path / "grid")
     folder, archive = grow(tmp_path, data_root, root, 1, grid, Limit(step=7))
@@ -82,6 +83,7 @@ def test_a_reference_grown_by_stopped_runs_gives_the_uninterrupted_table(tmp_pat
     assert not list(folder.rglob("checkpoint.pt")) and len(list(folder.rglob("final.pt"))) == 2  # what a longer budget continues
 
 
+@pytest.mark.slow  # three and two runs of a tiny grid
 def test_a_longer_budget_continues_the_references_finished_trials(tmp_path, data_root, uninterrupted):
     root = tmp_path / "reference"
     grow(tmp_path, data_root, root, 1, write_grid(tmp_path / "short", iterations=10))
