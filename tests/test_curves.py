@@ -104,10 +104,11 @@ class TestFigure:
         planar = stars[0]
         assert sorted(line.get_ydata()[0] for line in planar) == [5.283, 9.491] and planar[0].get_xdata()[0] == 50_000  # σ = 7.5's
         assert all(line.get_markerfacecolor() == "none" for line in planar)  # the paper does not say: hollow, the paper profile's
-        assert "paper: one run, at 50,000 iterations (the paper profile's; the paper does not say)" in note
+        assert "paper: one run, at 50,000 iterations (the paper profile's; the paper does not say)" in note.replace("\n    · ", " · ")
         assert ("Table 2 · ours: profile quick, 300 iterations, 2 seeds, device cpu · reference (GPU): reference profile, 6,400 "
                 "iterations, 5 seeds, NVIDIA H200 (6,400 of 200,000 iterations; no checkpoints: its next run starts afresh) · paper: "
-                "one run, at 200,000 iterations\n") in note  # fmt: skip
+                "one run, at 200,000 iterations\n") in note.replace("\n    · ", " · ")  # fmt: skip
+        assert max(map(len, note.splitlines())) <= curves.NOTE_WIDTH  # broken between its parts: no line widens the figure
 
     def test_the_reference_runs_points_beside_ours(self, drawn):
         fig, _ = drawn

@@ -32,6 +32,7 @@ from pipeline import grids, reference, results  # noqa: E402
 from pipeline.report import one_line_errors, paper, save_figure  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
 
+NOTE_WIDTH = 160  # characters of a provenance line at 7 pt: within the panels and their legends
 NAME = "learning_curves"  # reports/figures/learning_curves.{png,pdf}
 CAPTION = (
     "Learning curves: test error against training iterations, both axes logarithmic, one panel per table. Line: our mean over "
@@ -171,7 +172,19 @@ def draw(tables: list[tuple[dict, pd.DataFrame]], paper_csv: str | Path | None =
     _legend(fig)
     fig.tight_layout()
     commits = ", ".join(sorted({str(c) for _, df in tables for c in df.git_commit.dropna().unique()}))
-    return fig, "\n".join([*notes, f"ours: commit {commits}"])
+    return fig, "\n".join([*map(_wrap, notes), f"ours: commit {commits}"])
+
+
+def _wrap(note: str, width: int = NOTE_WIDTH) -> str:
+    """A panel's provenance line broken between its parts (' · '), each line at most ``width``
+    characters where a part allows: a long line would widen the whole figure, not the note."""
+    lines = []
+    for part in note.split(" · "):
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+        else:
+            lines.append(part if not lines else "    · " + part)
+    return "\n".join(lines)
 
 
 def render(result_paths: list[Path], grid_files: list[Path], out: str | Path, paper_csv: str | Path | None = None,
