@@ -132,7 +132,8 @@ def continue_stopped_sweeps():
         print(f"{grid}: its last sweep did not finish; continuing it", file=sys.stderr)
 
 
-if DRIVER:  # the one driver of this directory (a second is refused, and must not touch its sweeps)
+# the one driver of this directory (a second is refused, and must not touch its sweeps)
+if DRIVER:
     continue_stopped_sweeps()
 
 
