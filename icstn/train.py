@@ -104,7 +104,8 @@ def extends(done_iterations: int, cfg: TrainConfig) -> bool:
 
     Every draw is a function of (seed, step), and the learning rates are constant (this trainer has
     no schedule), so any shorter budget qualifies. A schedule whose decay point follows the budget
-    would qualify only while that point lies beyond ``done_iterations``.
+    would qualify only while that point lies beyond ``done_iterations`` (and ``icstn.checkpoint``,
+    which lets a checkpoint's ``iterations`` differ on the same ground, would check it too).
     """
     return 0 < done_iterations < cfg.iterations
 

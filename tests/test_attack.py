@@ -59,7 +59,7 @@ def mini_workflow(work: Path, profile: dict, **grid_changes) -> Path:
     """A checkout with one planar grid and a profile ``profile.yaml``; returns its folder."""
     shutil.copytree(REPO / "workflow", work / "workflow")
     (work / "config" / "grids").mkdir(parents=True)
-    for name in ("config.yaml", "paper_results.csv"):
+    for name in ("config.yaml", "paper_results.csv", "protocol.csv"):  # what the report reads
         shutil.copy(REPO / "config" / name, work / "config" / name)
     shutil.copy(REPO / "environment.yml", work / "environment.yml")
     write_grid(work / "config" / "grids", **grid_changes)
