@@ -100,7 +100,57 @@ def test_a_config_mistake_is_one_line_before_any_job(tmp_path, mirror, override,
     work = mini_workflow(tmp_path, {})
     out = snakemake(work, mirror, "-n", "--config", override)
     assert out.returncode != 0
-    assert f"the workflow config (config/config.yaml, --configfile, --config): {message}" in out.stdout + out.stderr
+    assert f"the workflow config (config/config.yaml, --configfile profile.yaml, --config): {message}" in out.stdout + out.stderr
+    assert not (work / "data").exists() and not (work / "results").exists()
+
+
+def yaml_bomb(levels=9, width=9) -> str:
+    """One YAML flow value of ``levels`` levels of ``width`` aliases: 400 bytes, 9**9 strings once expanded."""
+    names = "abcdefghijklmnopqrstuvwxyz"[:levels]
+    node = f"&a [{', '.join(['lol'] * width)}]"
+    for prev, name in zip(names, names[1:]):
+        node = f"&{name} [{node}, {', '.join([f'*{prev}'] * (width - 1))}]"
+    return node
+
+
+# Peak memory of one command, read by a fresh parent: this runner's own children would count too
+PEAK = (
+    "import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120); "
+    "mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
+    "print(json.dumps({'rc': p.returncode, 'out': p.stdout + p.stderr, 'mb': mb}))"
+)
+
+
+def dry_run_peak(work, mirror, *extra) -> dict:
+    env = {**data_env(mirror), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-c", PEAK, sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", "workflow/Snakefile", *extra]
+    out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]  # the wrapper itself; a hang is its TimeoutExpired
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("where", ["grid title", "config profile"])
+def test_a_yaml_bomb_is_refused_in_bounded_memory_naming_the_key(tmp_path, mirror, where):
+    """Anchors and aliases read in microseconds into 9**9 values; any walk over them (a schema error's message)
+    ran until killed. A dry run refuses them, naming the file and the key, in a short line."""
+    work = mini_workflow(tmp_path, {})
+    plain = dry_run_peak(work, mirror, "--configfile", "profile.yaml")  # what a dry run takes here (it imports torch)
+    assert plain["rc"] == 0, plain["out"][-3000:]
+    if where == "grid title":
+        grid = work / "config" / "grids" / "align.yaml"
+        grid.write_text(grid.read_text() + f"title: {yaml_bomb()}\n")
+        out = dry_run_peak(work, mirror, "--configfile", "profile.yaml")
+        source, key = "config/grids/align.yaml", "title"
+    else:
+        (work / "bomb.yaml").write_text(f"profile: {yaml_bomb()}\n")
+        out = dry_run_peak(work, mirror, "--configfile", "profile.yaml", "bomb.yaml")
+        source, key = "the workflow config (config/config.yaml, --configfile profile.yaml, --configfile bomb.yaml, --config)", "profile"
+    print(f"peak memory: {out['mb']:.0f} MB with the bomb, {plain['mb']:.0f} MB without")
+    assert out["rc"] != 0
+    line = next((line for line in out["out"].splitlines() if line.startswith(f"{source}: key '{key}': ")), None)
+    assert line is not None, out["out"][-3000:]
+    assert f"{sum(9**k for k in range(10)):,} values once its YAML aliases (*name) are expanded" in line and len(line) < 500
+    assert out["mb"] < max(300, plain["mb"] + 50)  # nothing beyond what loading takes anyway
     assert not (work / "data").exists() and not (work / "results").exists()
 
 
