@@ -15,13 +15,12 @@ died (Ray retries it).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
 from icstn import data
-from pipeline import executors, grids, results, search, settings, tracking
+from pipeline import executors, grids, interrupt, results, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
 from pipeline.runner import Context
@@ -111,14 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cores and not config.get("ray", {}).get("num_cpus"):
         config = settings.merge(config, {"ray": {"num_cpus": args.cores}})
     executor = args.executor or config.get("executor", "ray")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a job killed by its scheduler ends like Ctrl-C
+    interrupt.sigterm_interrupts()  # a job stopped by its scheduler ends like Ctrl-C
     try:
         sweep(args.grid, args.out, args.data, config, executor, track=not args.no_tracking)
     except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SweepInterrupted) as exc:
-        print(f"interrupted: {exc or 'run the same command again to resume'}", file=sys.stderr)
+        resume = f"{Path(args.grid).stem}: run the same command again to resume its unfinished trials from their checkpoints"
+        print(f"interrupted: {str(exc) or resume}", file=sys.stderr)  # a KeyboardInterrupt has no text
         return 130
     return 0
 

@@ -217,31 +217,103 @@ def test_cpus_per_trial_beyond_every_node(tmp_path, data_root):
     assert out.returncode == 2 and "config key 'ray.cpus_per_trial' asks 64 CPU(s) per trial, but the Ray runtime offers 1" in out.stderr
 
 
-@pytest.mark.parametrize("executor", ["inline", "ray"])
-def test_an_interrupted_sweep_marks_its_runs_killed_and_a_rerun_finishes_them(tmp_path, data_root, executor):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["--grid", write_grid(tmp_path), "--out", tmp_path / "r", "--data", data_root / "processed", "--executor", executor,
-            "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+def start_sweep(args, uri):
+    """``pipeline.sweep`` in its own process group, output merged, SIGINT at its default."""
     cmd = [sys.executable, "-m", "pipeline.sweep", *map(str, args)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     # SIGINT as a terminal's Ctrl-C delivers it, even where this runner was started in the
     # background (a shell's background jobs inherit SIGINT ignored, and Python then keeps it so)
     restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=restore)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "r").glob("align/trials/*/checkpoint.pt")) and time.monotonic() < deadline and proc.poll() is None:
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=restore,
+                            start_new_session=True)  # fmt: skip
+
+
+def wait_for_checkpoint(proc, results: Path, timeout=300):
+    """Until a trial has written its first checkpoint, and the tracker has seen the trial start."""
+    deadline = time.monotonic() + timeout
+    while not list(results.glob("align/trials/*/checkpoint.pt")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    time.sleep(1.0)  # the tracker has seen the trial start
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    output = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 130, output[-3000:]
-    assert "interrupted" in output and "record.json" not in output, output[-3000:]
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+
+
+def assert_interrupted(output: str, uri: str):
+    """What the README promises of an interrupted sweep: its last line, and its runs KILLED."""
+    assert "interrupted: align: " in output and "run the same command again to resume" in output, output[-3000:]
+    # Ray's signal handlers and Tune's resume hint (Tuner.restore) are not how this project stops or resumes
+    assert "SIGTERM received" not in output and "Tuner.restore" not in output and "record.json" not in output, output[-3000:]
     statuses = {r.info.run_name: r.info.status for r in runs_of(uri, "align")}
-    assert statuses and "RUNNING" not in statuses.values() and "KILLED" in statuses.values(), statuses
-    rerun = sweep_cli(args, env={"MLFLOW_TRACKING_URI": uri}, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert statuses and "RUNNING" not in statuses.values() and set(statuses.values()) == {"KILLED"}, statuses
+
+
+def assert_resumed(record: Path, uri: str, iterations=2000):
+    record = json.loads(record.read_text())
+    assert record["resumed_from_step"] >= 500 and record["iterations"] == iterations, record
     runs = runs_of(uri, "align")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize(
+    "executor, sig, target",
+    [
+        ("inline", signal.SIGINT, "sweep"),
+        ("ray", signal.SIGINT, "sweep"),  # Ctrl-C
+        ("ray", signal.SIGTERM, "sweep"),  # kill, Kubernetes
+        ("ray", signal.SIGTERM, "group"),  # SLURM, systemd: every process of the job, Ray's own too
+    ],
+    ids=["inline-SIGINT", "ray-SIGINT", "ray-SIGTERM", "ray-SIGTERM-to-all"],
+)
+def test_an_interrupted_sweep_marks_its_runs_killed_and_a_rerun_finishes_them(tmp_path, data_root, executor, sig, target):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--grid", write_grid(tmp_path, iterations=2000), "--out", tmp_path / "r", "--data", data_root / "processed",
+            "--executor", executor, "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+    proc = start_sweep(args, uri)
+    wait_for_checkpoint(proc, tmp_path / "r")
+    os.killpg(proc.pid, sig) if target == "group" else proc.send_signal(sig)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, output[-3000:]
+    assert_interrupted(output, uri)
+    rerun = sweep_cli(args, env={"MLFLOW_TRACKING_URI": uri}, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_resumed(next((tmp_path / "r").glob("align/trials/*/record.json")), uri)
+
+
+@pytest.mark.parametrize("line", ["to run (", "Started a local Ray instance"], ids=["ray-init", "tune-start"])
+def test_sigterm_while_ray_starts_ends_like_ctrl_c(tmp_path, data_root, line):
+    """Ray installs SIGTERM handlers of its own while it starts: a SIGTERM then still interrupts."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--grid", write_grid(tmp_path), "--out", tmp_path / "r", "--data", data_root / "processed", "--executor", "ray",
+            "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+    proc = start_sweep(args, uri)
+    seen = []
+    for text in proc.stdout:  # the line printed just before ray.init, or just after it
+        seen.append(text)
+        if line in text:
+            break
+    proc.send_signal(signal.SIGTERM)
+    output = "".join(seen) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, output[-3000:]
+    assert_interrupted(output, uri)
+    assert not list((tmp_path / "r").glob("align/trials/*/record.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["driver", "group"], ids=["to-snakemake", "to-all"])
+def test_sigterm_to_snakemake_stops_its_ray_sweep_like_ctrl_c(tmp_path, mirror, data_root, target):
+    """Kubernetes and `timeout` signal the driver alone (Snakemake alone would let the sweep run to its
+    end); SLURM and systemd signal every process of the job."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    work = mini_workflow(tmp_path / "w", {"executor": "ray", "ray": {"num_cpus": 1}, "tracking": {"uri": uri}}, iterations=2000)
+    driver = snakemake(work, mirror, "results/align.parquet", popen=True)
+    wait_for_checkpoint(driver, work / "results")
+    os.killpg(driver.pid, signal.SIGTERM) if target == "group" else driver.send_signal(signal.SIGTERM)
+    output = driver.communicate(timeout=300)[0]
+    assert driver.returncode != 0 and "non-zero exit status 130" in output, output[-3000:]  # the sweep's own status
+    assert_interrupted(output, uri)
+    assert (work / "logs" / "sweep" / "align.log").read_text().rstrip().splitlines()[-1].startswith("interrupted: align: ")
+    rerun = snakemake(work, mirror, "results/align.parquet")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_resumed(next(work.glob("results/align/trials/*/record.json")), uri)
 
 
 def test_two_sweeps_of_one_grid_train_each_trial_once(tmp_path, data_root):

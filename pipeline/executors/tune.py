@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ray import tune
 
+from pipeline import interrupt
 from pipeline.progress import Progress
 from pipeline.runner import Context, Reporter, run_trial
 from pipeline.trial import Trial
@@ -37,7 +38,8 @@ def connect(ray_settings: dict) -> bool:
     if address:
         _probe(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            with interrupt.kept_through_ray_init():
+                ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # ray raises ConnectionError or RuntimeError depending on how it fails
             raise ConnectionError(f"cannot join the Ray cluster at ray.address={address!r}: {exc}") from None
         return False
@@ -48,7 +50,12 @@ def connect(ray_settings: dict) -> bool:
     # Ray turns token authentication on for a new local runtime (a user's RAY_AUTH_MODE stands),
     # and says so in a WARNING at every sweep: the choice is made, so that one line is not shown.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        with interrupt.kept_through_ray_init():
+            ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    except BaseException:
+        ray.shutdown()  # whatever part of the runtime had started
+        raise
     return True
 
 
@@ -183,6 +190,12 @@ def _dirname(trial) -> str:
     return f"{_trial_of(trial.config).key}_{trial.trial_id}"
 
 
+def _no_restore_hint(record: logging.LogRecord) -> bool:
+    """Drop Tune's 'Resume experiment with: Tuner.restore(...)' on an interruption: a sweep resumes by
+    running the same command again, which the sweep's own last line says."""
+    return "Tuner.restore(" not in record.getMessage()
+
+
 def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: dict | None = None):
     """Run ``trials`` on Tune (or, with ``search``, Optuna's samples of the first); returns the ResultGrid."""
     import ray
@@ -192,7 +205,9 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     # Tune's newer console output prints its experiment box and folder even at verbose=0: keep the one
     # whose verbose=0 is silent, so that DriverCallback's lines are the sweep's whole story
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)  # its INFO line names Tune's own state files at the end
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.setLevel(logging.WARNING)  # its INFO line names Tune's own state files at the end
+    tune_log.addFilter(_no_restore_hint)
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     total = len(trials) if search is None else search["num_samples"]
@@ -219,6 +234,12 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
         )
         grid_result = tune.Tuner(tune.with_resources(_trainable, res), param_space=param_space, tune_config=tune_config,
                                  run_config=run_config).fit()  # fmt: skip
+    except KeyboardInterrupt:  # SIGTERM (pipeline.interrupt), or a second Ctrl-C
+        # Runs KILLED first: a scheduler's SIGTERM stops Ray's own processes too, a shutdown of
+        # what is left takes seconds, and the scheduler's SIGKILL may come next
+        if tracker is not None:
+            tracker.abort("KILLED")
+        raise
     finally:
         if owned:
             ray.shutdown()  # a runtime we started; never a cluster we joined

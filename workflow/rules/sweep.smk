@@ -14,5 +14,7 @@ rule sweep:
         processed=lambda wildcards, input: parent(input.data, 2),
         settings=SWEEP_SETTINGS,
     shell:
-        "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
-        " --settings {params.settings:q} --cores {threads} 2>&1 | tee {log:q}"
+        step(
+            "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
+            " --settings {params.settings:q} --cores {threads}"
+        )
