@@ -316,6 +316,29 @@ def test_sigterm_to_snakemake_stops_its_ray_sweep_like_ctrl_c(tmp_path, mirror, 
     assert_resumed(next(work.glob("results/align/trials/*/record.json")), uri)
 
 
+def test_a_clone_whose_path_holds_a_space_runs_on_ray(tmp_path, data_root):
+    """Ray starts a Tune trial's worker through `bash -c "exec <interpreter> ..."`: with the interpreter under
+    '.../my dir/ünï cödé/', no worker started, and Tune waited some 6 minutes before it failed."""
+    where = tmp_path / "my dir" / "ünï cödé"
+    where.mkdir(parents=True)
+    try:
+        interpreter = Path(sys.executable).relative_to(sys.prefix)
+    except ValueError:
+        pytest.skip(f"the interpreter {sys.executable} lies outside its environment {sys.prefix}")
+    (where / "clone").symlink_to(REPO, target_is_directory=True)  # the code, and its environment, at that path
+    (where / "venv").symlink_to(sys.prefix, target_is_directory=True)
+    uri = f"sqlite:///{where / 'mlflow.db'}"
+    args = ["--grid", write_grid(where, iterations=20), "--out", where / "results", "--data", data_root / "processed",
+            "--executor", "ray", "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(where / "clone")}
+    # a hang guard well under Tune's wait, not a measure of speed
+    out = subprocess.run([where / "venv" / interpreter, "-m", "pipeline.sweep", *map(str, args)], cwd=where / "clone", env=env,
+                         capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (where / "results" / "align.parquet").is_file()
+    assert [r.info.status for r in runs_of(uri, "align")] == ["FINISHED", "FINISHED"]
+
+
 def test_two_sweeps_of_one_grid_train_each_trial_once(tmp_path, data_root):
     grid = write_grid(tmp_path, iterations=800, models=["c-STN-1", "IC-STN-2"])
     args = ["--grid", grid, "--out", tmp_path / "r", "--data", data_root / "processed", "--executor", "inline", "--no-tracking"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,9 +52,16 @@ def connect(ray_settings: dict) -> bool:
     # Ray turns token authentication on for a new local runtime (a user's RAY_AUTH_MODE stands),
     # and says so in a WARNING at every sweep: the choice is made, so that one line is not shown.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Tune gives every trial a runtime env (env_vars), and Ray starts a worker with one through
+    # `bash -c "exec <interpreter> ..."`, the interpreter's path unquoted: in a folder whose path
+    # holds a space, every trial's worker fails to start, and Tune waits for minutes. The
+    # interpreter Ray runs is a shell command by design (runtime env `py_executable`): quoted here.
+    python = shlex.quote(sys.executable)
+    runtime_env = {"py_executable": python} if python != sys.executable else None
     try:
         with interrupt.kept_through_ray_init():
-            ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     runtime_env=runtime_env)  # fmt: skip
     except BaseException:
         ray.shutdown()  # whatever part of the runtime had started
         raise
