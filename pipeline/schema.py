@@ -6,17 +6,26 @@ Three things plain ``yaml.safe_load`` plus ``jsonschema`` get wrong for a config
 * PyYAML follows YAML 1.1, which reads ``1e-3`` and ``1e308`` as strings: here a string that
   reads as a number becomes one wherever the schema wants a number (YAML 1.2's rule);
 * ``minimum: 0`` lets NaN through (every comparison with NaN is false): here NaN and infinity
-  are refused wherever the schema wants a number.
+  are refused wherever the schema wants a number;
+* YAML aliases (``*name``) repeat a value without copying it, so nine levels of nine aliases
+  (a "billion laughs") read in microseconds into 9^9 values, which any walk over the document
+  (jsonschema's error message quotes the value) takes hours and gigabytes to expand: here a
+  document of more than ``MAX_VALUES`` values, aliases expanded, is refused first, and an error
+  quotes a bad value in ``EXCERPT`` characters at most.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import reprlib
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+MAX_VALUES = 100_000  # in one document, aliases expanded: a grid or a profile holds hundreds
+EXCERPT = 200  # characters of a bad value quoted in an error
 
 
 class SchemaError(ValueError):
@@ -134,8 +143,66 @@ def _non_finite(doc, path=()) -> tuple[tuple, float] | None:
     return None
 
 
+class _Cycle(Exception):
+    pass
+
+
+def _size(doc, sizes: dict) -> int:
+    """Values in ``doc``, a list or mapping counted wherever it appears (an alias expanded); linear
+    in the distinct lists and mappings, for ``sizes`` (by id) counts each once."""
+    if not isinstance(doc, dict | list):
+        return 1
+    if id(doc) in sizes:
+        if sizes[id(doc)] is None:  # `&a [*a]`: a list inside itself
+            raise _Cycle
+        return sizes[id(doc)]
+    sizes[id(doc)] = None
+    sizes[id(doc)] = 1 + sum(_size(v, sizes) for v in (doc.values() if isinstance(doc, dict) else doc))
+    return sizes[id(doc)]
+
+
+def check_size(doc: dict, source: str, error: type[SchemaError] = SchemaError) -> None:
+    """``error`` naming the key, before anything walks ``doc``, where its aliases expand it beyond ``MAX_VALUES``."""
+    sizes: dict = {}
+    try:
+        if _size(doc, sizes) <= MAX_VALUES:
+            return
+    except _Cycle:
+        pass
+
+    def weight(value) -> float:  # a list or mapping still being counted holds the cycle
+        size = sizes.get(id(value), 1) if isinstance(value, dict | list) else 1
+        return math.inf if size is None else size
+
+    path, value = [], doc
+    while isinstance(value, dict) and value:  # down to the key that holds the bulk (or the cycle)
+        key, value = max(value.items(), key=lambda kv: weight(kv[1]))
+        path.append(key)
+    found = weight(value)
+    count = "a list or mapping inside itself" if found == math.inf else f"{found:,} values"
+    raise error(
+        f"{source}: key {excerpt('.'.join(map(str, path)) or '(top level)')}: {count} once its YAML aliases (*name) are expanded; "
+        f"allowed: at most {MAX_VALUES:,} values in a document: write the values out, or use fewer aliases"
+    )
+
+
+def excerpt(value) -> str:
+    """``repr(value)`` in at most ``EXCERPT`` characters, however large or deep the value."""
+    try:
+        small = _size(value, {}) <= 1_000
+    except _Cycle:
+        small = False
+    text = repr(value) if small else _REPR.repr(value)  # reprlib elides inside lists; it also sorts mappings
+    return text if len(text) <= EXCERPT else text[: EXCERPT - 3] + "..."
+
+
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 8, 8, EXCERPT, EXCERPT, EXCERPT
+
+
 def validate(doc: dict, schema: dict, source: str, error: type[SchemaError] = SchemaError) -> dict:
     """``doc`` with numbers coerced and defaults filled, or ``error`` describing its first mistake."""
+    check_size(doc, source, error)
     doc = coerce_numbers(doc, schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
@@ -183,7 +250,7 @@ def describe(error: jsonschema.ValidationError, source: str, root: dict | None =
     if error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        return f"{source}: unknown key {'.'.join([*map(str, error.absolute_path), extra[0]])!r}; allowed keys: {allowed}"
+        return f"{source}: unknown key {excerpt('.'.join([*map(str, error.absolute_path), extra[0]]))}; allowed keys: {allowed}"
     if error.validator == "required":
         return f"{source}: {key}: {error.message}"
     allowed = ""
@@ -203,4 +270,4 @@ def describe(error: jsonschema.ValidationError, source: str, root: dict | None =
         allowed = f"; allowed: {phrase(schema, root or schema)}"
     elif error.validator == "pattern":
         allowed = f"; allowed: {schema.get('description') or error.validator_value}"
-    return f"{source}: key {key!r}: bad value {error.instance!r}{allowed}"
+    return f"{source}: key {excerpt(key)}: bad value {excerpt(error.instance)}{allowed}"

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 from icstn import data
-from pipeline import executors, files, grids, results, search, settings, tracking
+from pipeline import executors, files, grids, interrupt, results, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
 from pipeline.runner import Context, Unrecoverable, check_checkpoint
@@ -177,7 +177,13 @@ def main(argv: list[str] | None = None) -> int:
             limit = Limit.after(config.get("stop_after"), request, where="config key 'stop_after'")
     except ValueError as exc:
         parser.error(str(exc))
-    signal.signal(signal.SIGTERM, lambda *_: limit.request())  # a job stopped by its scheduler: every trial checkpoints and stops
+    # A job stopped by its scheduler ends like Ctrl-C (status 130, runs KILLED, checkpoints kept). In
+    # one process every trial checkpoints at its next step first; under Ray the scheduler stops
+    # Ray's own processes too, so the sweep ends at once on its trials' periodic checkpoints.
+    if executor == "ray":
+        interrupt.sigterm_interrupts()
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: limit.request())
     try:
         sweep(args.grid, args.out, args.data, config, executor, track=not args.no_tracking, limit=limit)
     except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError, files.DiskFull, Unrecoverable) as exc:
@@ -187,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 0
     except (KeyboardInterrupt, SweepInterrupted) as exc:
-        print(f"interrupted: {exc or 'run the same command again to resume'}", file=sys.stderr)
+        resume = f"{Path(args.grid).stem}: run the same command again to resume its unfinished trials from their checkpoints"
+        print(f"interrupted: {str(exc) or resume}", file=sys.stderr)  # a KeyboardInterrupt has no text
         return 130
     finally:
         limit.withdraw()

@@ -100,7 +100,57 @@ def test_a_config_mistake_is_one_line_before_any_job(tmp_path, mirror, override,
     work = mini_workflow(tmp_path, {})
     out = snakemake(work, mirror, "-n", "--config", override)
     assert out.returncode != 0
-    assert f"the workflow config (config/config.yaml, --configfile, --config): {message}" in out.stdout + out.stderr
+    assert f"the workflow config (config/config.yaml, --configfile profile.yaml, --config): {message}" in out.stdout + out.stderr
+    assert not (work / "data").exists() and not (work / "results").exists()
+
+
+def yaml_bomb(levels=9, width=9) -> str:
+    """One YAML flow value of ``levels`` levels of ``width`` aliases: 400 bytes, 9**9 strings once expanded."""
+    names = "abcdefghijklmnopqrstuvwxyz"[:levels]
+    node = f"&a [{', '.join(['lol'] * width)}]"
+    for prev, name in zip(names, names[1:]):
+        node = f"&{name} [{node}, {', '.join([f'*{prev}'] * (width - 1))}]"
+    return node
+
+
+# Peak memory of one command, read by a fresh parent: this runner's own children would count too
+PEAK = (
+    "import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120); "
+    "mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
+    "print(json.dumps({'rc': p.returncode, 'out': p.stdout + p.stderr, 'mb': mb}))"
+)
+
+
+def dry_run_peak(work, mirror, *extra) -> dict:
+    env = {**data_env(mirror), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-c", PEAK, sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", "workflow/Snakefile", *extra]
+    out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]  # the wrapper itself; a hang is its TimeoutExpired
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("where", ["grid title", "config profile"])
+def test_a_yaml_bomb_is_refused_in_bounded_memory_naming_the_key(tmp_path, mirror, where):
+    """Anchors and aliases read in microseconds into 9**9 values; any walk over them (a schema error's message)
+    ran until killed. A dry run refuses them, naming the file and the key, in a short line."""
+    work = mini_workflow(tmp_path, {})
+    plain = dry_run_peak(work, mirror, "--configfile", "profile.yaml")  # what a dry run takes here (it imports torch)
+    assert plain["rc"] == 0, plain["out"][-3000:]
+    if where == "grid title":
+        grid = work / "config" / "grids" / "align.yaml"
+        grid.write_text(grid.read_text() + f"title: {yaml_bomb()}\n")
+        out = dry_run_peak(work, mirror, "--configfile", "profile.yaml")
+        source, key = "config/grids/align.yaml", "title"
+    else:
+        (work / "bomb.yaml").write_text(f"profile: {yaml_bomb()}\n")
+        out = dry_run_peak(work, mirror, "--configfile", "profile.yaml", "bomb.yaml")
+        source, key = "the workflow config (config/config.yaml, --configfile profile.yaml, --configfile bomb.yaml, --config)", "profile"
+    print(f"peak memory: {out['mb']:.0f} MB with the bomb, {plain['mb']:.0f} MB without")
+    assert out["rc"] != 0
+    line = next((line for line in out["out"].splitlines() if line.startswith(f"{source}: key '{key}': ")), None)
+    assert line is not None, out["out"][-3000:]
+    assert f"{sum(9**k for k in range(10)):,} values once its YAML aliases (*name) are expanded" in line and len(line) < 500
+    assert out["mb"] < max(300, plain["mb"] + 50)  # nothing beyond what loading takes anyway
     assert not (work / "data").exists() and not (work / "results").exists()
 
 
@@ -181,31 +231,126 @@ def test_cpus_per_trial_beyond_every_node(tmp_path, data_root):
     assert out.returncode == 2 and "config key 'ray.cpus_per_trial' asks 64 CPU(s) per trial, but the Ray runtime offers 1" in out.stderr
 
 
-@pytest.mark.parametrize("executor", ["inline", "ray"])
-def test_an_interrupted_sweep_marks_its_runs_killed_and_a_rerun_finishes_them(tmp_path, data_root, executor):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["--grid", write_grid(tmp_path), "--out", tmp_path / "r", "--data", data_root / "processed", "--executor", executor,
-            "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+def start_sweep(args, uri):
+    """``pipeline.sweep`` in its own process group, output merged, SIGINT at its default."""
     cmd = [sys.executable, "-m", "pipeline.sweep", *map(str, args)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     # SIGINT as a terminal's Ctrl-C delivers it, even where this runner was started in the
     # background (a shell's background jobs inherit SIGINT ignored, and Python then keeps it so)
     restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=restore)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "r").glob("align/trials/*/checkpoint.pt")) and time.monotonic() < deadline and proc.poll() is None:
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=restore,
+                            start_new_session=True)  # fmt: skip
+
+
+def wait_for_checkpoint(proc, results: Path, timeout=300):
+    """Until a trial has written its first checkpoint, and the tracker has seen the trial start."""
+    deadline = time.monotonic() + timeout
+    while not list(results.glob("align/trials/*/checkpoint.pt")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    time.sleep(1.0)  # the tracker has seen the trial start
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    output = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 130, output[-3000:]
-    assert "interrupted" in output and "record.json" not in output, output[-3000:]
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+
+
+def assert_interrupted(output: str, uri: str):
+    """What the README promises of an interrupted sweep: its last line, and its runs KILLED."""
+    assert "interrupted: align: " in output and "run the same command again to resume" in output, output[-3000:]
+    # Ray's signal handlers and Tune's resume hint (Tuner.restore) are not how this project stops or resumes
+    assert "SIGTERM received" not in output and "Tuner.restore" not in output and "record.json" not in output, output[-3000:]
     statuses = {r.info.run_name: r.info.status for r in runs_of(uri, "align")}
-    assert statuses and "RUNNING" not in statuses.values() and "KILLED" in statuses.values(), statuses
-    rerun = sweep_cli(args, env={"MLFLOW_TRACKING_URI": uri}, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert statuses and "RUNNING" not in statuses.values() and set(statuses.values()) == {"KILLED"}, statuses
+
+
+def assert_resumed(record: Path, uri: str, iterations=2000):
+    record = json.loads(record.read_text())
+    assert record["resumed_from_step"] >= 500 and record["iterations"] == iterations, record
     runs = runs_of(uri, "align")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize(
+    "executor, sig, target",
+    [
+        ("inline", signal.SIGINT, "sweep"),
+        ("ray", signal.SIGINT, "sweep"),  # Ctrl-C
+        ("ray", signal.SIGTERM, "sweep"),  # kill, Kubernetes
+        ("ray", signal.SIGTERM, "group"),  # SLURM, systemd: every process of the job, Ray's own too
+    ],
+    ids=["inline-SIGINT", "ray-SIGINT", "ray-SIGTERM", "ray-SIGTERM-to-all"],
+)
+def test_an_interrupted_sweep_marks_its_runs_killed_and_a_rerun_finishes_them(tmp_path, data_root, executor, sig, target):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--grid", write_grid(tmp_path, iterations=2000), "--out", tmp_path / "r", "--data", data_root / "processed",
+            "--executor", executor, "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+    proc = start_sweep(args, uri)
+    wait_for_checkpoint(proc, tmp_path / "r")
+    os.killpg(proc.pid, sig) if target == "group" else proc.send_signal(sig)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, output[-3000:]
+    assert_interrupted(output, uri)
+    rerun = sweep_cli(args, env={"MLFLOW_TRACKING_URI": uri}, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_resumed(next((tmp_path / "r").glob("align/trials/*/record.json")), uri)
+
+
+@pytest.mark.parametrize("line", ["to run (", "Started a local Ray instance"], ids=["ray-init", "tune-start"])
+def test_sigterm_while_ray_starts_ends_like_ctrl_c(tmp_path, data_root, line):
+    """Ray installs SIGTERM handlers of its own while it starts: a SIGTERM then still interrupts."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--grid", write_grid(tmp_path), "--out", tmp_path / "r", "--data", data_root / "processed", "--executor", "ray",
+            "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+    proc = start_sweep(args, uri)
+    seen = []
+    for text in proc.stdout:  # the line printed just before ray.init, or just after it
+        seen.append(text)
+        if line in text:
+            break
+    proc.send_signal(signal.SIGTERM)
+    output = "".join(seen) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, output[-3000:]
+    assert_interrupted(output, uri)
+    assert not list((tmp_path / "r").glob("align/trials/*/record.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["driver", "group"], ids=["to-snakemake", "to-all"])
+def test_sigterm_to_snakemake_stops_its_ray_sweep_like_ctrl_c(tmp_path, mirror, data_root, target):
+    """Kubernetes and `timeout` signal the driver alone (Snakemake alone would let the sweep run to its
+    end); SLURM and systemd signal every process of the job."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    work = mini_workflow(tmp_path / "w", {"executor": "ray", "ray": {"num_cpus": 1}, "tracking": {"uri": uri}}, iterations=2000)
+    driver = snakemake(work, mirror, "results/align.parquet", popen=True)
+    wait_for_checkpoint(driver, work / "results")
+    os.killpg(driver.pid, signal.SIGTERM) if target == "group" else driver.send_signal(signal.SIGTERM)
+    output = driver.communicate(timeout=300)[0]
+    assert driver.returncode != 0 and "non-zero exit status 130" in output, output[-3000:]  # the sweep's own status
+    assert_interrupted(output, uri)
+    assert (work / "logs" / "sweep" / "align.log").read_text().rstrip().splitlines()[-1].startswith("interrupted: align: ")
+    rerun = snakemake(work, mirror, "results/align.parquet")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_resumed(next(work.glob("results/align/trials/*/record.json")), uri)
+
+
+def test_a_clone_whose_path_holds_a_space_runs_on_ray(tmp_path, data_root):
+    """Ray starts a Tune trial's worker through `bash -c "exec <interpreter> ..."`: with the interpreter under
+    '.../my dir/ünï cödé/', no worker started, and Tune waited some 6 minutes before it failed."""
+    where = tmp_path / "my dir" / "ünï cödé"
+    where.mkdir(parents=True)
+    try:
+        interpreter = Path(sys.executable).relative_to(sys.prefix)
+    except ValueError:
+        pytest.skip(f"the interpreter {sys.executable} lies outside its environment {sys.prefix}")
+    (where / "clone").symlink_to(REPO, target_is_directory=True)  # the code, and its environment, at that path
+    (where / "venv").symlink_to(sys.prefix, target_is_directory=True)
+    uri = f"sqlite:///{where / 'mlflow.db'}"
+    args = ["--grid", write_grid(where, iterations=20), "--out", where / "results", "--data", data_root / "processed",
+            "--executor", "ray", "--settings", json.dumps({"ray": {"num_cpus": 1}})]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(where / "clone")}
+    # a hang guard well under Tune's wait, not a measure of speed
+    out = subprocess.run([where / "venv" / interpreter, "-m", "pipeline.sweep", *map(str, args)], cwd=where / "clone", env=env,
+                         capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (where / "results" / "align.parquet").is_file()
+    assert [r.info.status for r in runs_of(uri, "align")] == ["FINISHED", "FINISHED"]
 
 
 def test_two_sweeps_of_one_grid_train_each_trial_once(tmp_path, data_root):

@@ -100,6 +100,33 @@ def test_a_key_given_twice(tmp_path):
         grids.load_grid(path)
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("&a [1, *a]", r"key 'title': a list or mapping inside itself once its YAML aliases \(\*name\) are expanded"),
+        ("{a: &l [&k [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], *k, *k, *k, *k, *k, *k, *k, *k, *k], b: [*l, *l, *l, *l, *l, *l, *l, *l, *l, *l,"
+         " *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l,"
+         " *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l,"
+         " *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l, *l,"
+         " *l, *l, *l, *l, *l, *l, *l, *l, *l, *l]}",
+         r"key 'title.b': 12,211 values once"),
+    ],
+    ids=["a list inside itself", "aliases beyond the bound"],
+)
+def test_aliases_are_bounded_before_validation(tmp_path, value, message, monkeypatch):
+    monkeypatch.setattr(schema, "MAX_VALUES", 10_000)  # the same rule, a bound small enough to reach in a test
+    path = write(tmp_path, f"experiment: mnist\nmodels: [CNN(b)]\ntitle: {value}\n")
+    with pytest.raises(grids.GridError, match=rf"^{path}: {message}.*allowed: at most 10,000 values in a document"):
+        grids.load_grid(path)
+
+
+def test_a_bad_value_is_quoted_in_a_bounded_excerpt(tmp_path):
+    path = write(tmp_path, {**BASE, "title": [list(range(100))] * 100})  # a schema error quotes the value
+    with pytest.raises(grids.GridError) as caught:
+        grids.load_grid(path)
+    assert str(caught.value).startswith(f"{path}: key 'title': bad value [[0, 1, 2, 3, 4, 5, 6, 7, ") and len(str(caught.value)) < 500
+
+
 def test_numbers_in_yaml_1_2_notation(tmp_path):
     """PyYAML reads 1e-3 as a string; the schema wants numbers there, so they are numbers."""
     text = (

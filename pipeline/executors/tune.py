@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator, SearchGenerator
 
 from icstn.train import Stopped
+from pipeline import interrupt
 from pipeline.files import quiet_disk_full
 from pipeline.progress import Progress
 from pipeline.runner import UNRECOVERABLE, Context, Reporter, Unrecoverable, run_trial
@@ -48,7 +51,8 @@ def connect(ray_settings: dict) -> bool:
     if address:
         _probe(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            with interrupt.kept_through_ray_init():
+                ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # ray raises ConnectionError or RuntimeError depending on how it fails
             raise ConnectionError(f"cannot join the Ray cluster at ray.address={address!r}: {exc}") from None
         return False
@@ -59,7 +63,19 @@ def connect(ray_settings: dict) -> bool:
     # Ray turns token authentication on for a new local runtime (a user's RAY_AUTH_MODE stands),
     # and says so in a WARNING at every sweep: the choice is made, so that one line is not shown.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    # Tune gives every trial a runtime env (env_vars), and Ray starts a worker with one through
+    # `bash -c "exec <interpreter> ..."`, the interpreter's path unquoted: in a folder whose path
+    # holds a space, every trial's worker fails to start, and Tune waits for minutes. The
+    # interpreter Ray runs is a shell command by design (runtime env `py_executable`): quoted here.
+    python = shlex.quote(sys.executable)
+    runtime_env = {"py_executable": python} if python != sys.executable else None
+    try:
+        with interrupt.kept_through_ray_init():
+            ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     runtime_env=runtime_env)  # fmt: skip
+    except BaseException:
+        ray.shutdown()  # whatever part of the runtime had started
+        raise
     return True
 
 
@@ -260,6 +276,12 @@ def _dirname(trial) -> str:
     return f"{_trial_of(trial.config).key}_{trial.trial_id}"
 
 
+def _no_restore_hint(record: logging.LogRecord) -> bool:
+    """Drop Tune's 'Resume experiment with: Tuner.restore(...)' on an interruption: a sweep resumes by
+    running the same command again, which the sweep's own last line says."""
+    return "Tuner.restore(" not in record.getMessage()
+
+
 def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: dict | None = None):
     """Run ``trials`` on Tune (or, with ``search``, Optuna's samples of the first); returns the ResultGrid."""
     import ray
@@ -269,7 +291,9 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     # Tune's newer console output prints its experiment box and folder even at verbose=0: keep the one
     # whose verbose=0 is silent, so that DriverCallback's lines are the sweep's whole story
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)  # its INFO line names Tune's own state files at the end
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.setLevel(logging.WARNING)  # its INFO line names Tune's own state files at the end
+    tune_log.addFilter(_no_restore_hint)
     quiet_disk_full("ray.train._internal.syncer", "ray.tune.execution.experiment_state")  # its uploads to a full disk fail too
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
@@ -300,6 +324,12 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
         )
         grid_result = tune.Tuner(tune.with_resources(_trainable, res), param_space=param_space, tune_config=tune_config,
                                  run_config=run_config).fit()  # fmt: skip
+    except KeyboardInterrupt:  # SIGTERM (pipeline.interrupt), or a second Ctrl-C
+        # Runs KILLED first: a scheduler's SIGTERM stops Ray's own processes too, a shutdown of
+        # what is left takes seconds, and the scheduler's SIGKILL may come next
+        if tracker is not None:
+            tracker.abort("KILLED")
+        raise
     finally:
         if owned:
             ray.shutdown()  # a runtime we started; never a cluster we joined

@@ -47,6 +47,14 @@ def claim_driver(folder=".snakemake"):
 DRIVER = claim_driver() if workflow.is_main_process else None
 
 
+def step(command):
+    """A rule's shell command. Bash execs the step, so a signal for the job (Ctrl-C, a scheduler's
+    SIGTERM, one forwarded by this driver) reaches the step, and the job's exit status is the
+    step's own. tee, deaf to INT and TERM, copies its output to the log to the last line.
+    """
+    return f"exec {command} > >(trap '' INT TERM; exec tee {{log:q}}) 2>&1"
+
+
 def parent(path, levels=1):
     """The folder ``levels`` above a file: derives a rule's folders from its own inputs and outputs."""
     return str(Path(path).parents[levels - 1])

@@ -8,7 +8,7 @@ rule fetch:
     params:
         raw=lambda wildcards, output: parent(output[0], 2),
     shell:
-        "python -m pipeline.fetch {wildcards.dataset:q} --raw {params.raw:q} 2>&1 | tee {log:q}"
+        step("python -m pipeline.fetch {wildcards.dataset:q} --raw {params.raw:q}")
 
 
 rule prepare:
@@ -24,4 +24,6 @@ rule prepare:
         raw=lambda wildcards, input: parent(input[0], 2),
         processed=lambda wildcards, output: parent(output[0], 2),
     shell:
-        "python -m pipeline.prepare {wildcards.dataset:q} --raw {params.raw:q} --out {params.processed:q} 2>&1 | tee {log:q}"
+        step(
+            "python -m pipeline.prepare {wildcards.dataset:q} --raw {params.raw:q} --out {params.processed:q}"
+        )

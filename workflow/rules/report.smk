@@ -14,8 +14,10 @@ rule table:
         reference=reference_root,
         out=lambda wildcards, output: parent(output[0]),
     shell:
-        "python -m pipeline.report.tables --results {input.results:q} --grid {input.grid:q}"
-        " --paper {input.paper:q} --reference {params.reference:q} --out {params.out:q} 2>&1 | tee {log:q}"
+        step(
+            "python -m pipeline.report.tables --results {input.results:q} --grid {input.grid:q}"
+            " --paper {input.paper:q} --reference {params.reference:q} --out {params.out:q}"
+        )
 
 
 rule grid_figure:
@@ -37,8 +39,10 @@ rule grid_figure:
         reference=reference_root,
         out=lambda wildcards, output: parent(output[0]),
     shell:
-        "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary"
-        " --reference {params.reference:q} 2>&1 | tee {log:q}"
+        step(
+            "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary"
+            " --reference {params.reference:q}"
+        )
 
 
 rule paper_figure:
@@ -60,8 +64,10 @@ rule paper_figure:
         out=lambda wildcards, output: parent(output[0]),
         processed=lambda wildcards, input: parent(input.data, 2),
     shell:
-        "python -m pipeline.report.figures --results {input.results:q} --data {params.processed:q}"
-        " --out {params.out:q} --figures {wildcards.fig:q} 2>&1 | tee {log:q}"
+        step(
+            "python -m pipeline.report.figures --results {input.results:q} --data {params.processed:q}"
+            " --out {params.out:q} --figures {wildcards.fig:q}"
+        )
 
 
 rule learning_curves:
@@ -119,6 +125,8 @@ rule report:
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
     shell:
-        "python -m pipeline.report.html --results {input.results:q} --grids {input.grids:q} --data {params.processed:q}"
-        " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --reference {params.reference:q}"
-        " --out {output:q} 2>&1 | tee {log:q}"
+        step(
+            "python -m pipeline.report.html --results {input.results:q} --grids {input.grids:q} --data {params.processed:q}"
+            " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --reference {params.reference:q}"
+            " --out {output:q}"
+        )

@@ -17,8 +17,10 @@ checkpoint sweep:
         processed=lambda wildcards, input: parent(input.data, 2),
         settings=SWEEP_SETTINGS,
     shell:
-        "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
-        " --settings {params.settings:q} --cores {threads} 2>&1 | tee {log:q}"
+        step(
+            "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
+            " --settings {params.settings:q} --cores {threads}"
+        )
 
 
 rule results:
@@ -31,7 +33,7 @@ rule results:
     conda:
         ENV
     shell:
-        "python -m pipeline.results --sweep {input:q} --out {output:q} 2>&1 | tee {log:q}"
+        step("python -m pipeline.results --sweep {input:q} --out {output:q}")
 
 
 onsuccess:
