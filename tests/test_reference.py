@@ -7,39 +7,22 @@ import tarfile
 
 import pandas as pd
 import pytest
-import yaml
 
 from pipeline import reference, sweep
 from pipeline.stop import Limit
+from tests import test_stop as stops
 from tests.conftest import REPO
 
 COMMITTED = REPO / "reports" / "reference" / "table2"
-GRID = {
-    "experiment": "mnist",
-    "models": ["IC-STN-2(b)", "CNN(b)"],
-    "seeds": [0, 1],
-    "iterations": 20,
-    "batch_size": 20,
-    "lr_geometric": 0.001,
-    "lr_classifier": 0.1,
-    "eval_every": 10,
-    "test_samples": 100,
-    "test_warps": [3],
-}
 TIMING = ["seconds", "device", "git_commit"]  # how long a run took, and where: the rest must be bit for bit
 
 
 def write_grid(folder, **changes):
-    """The grid 'grown' (its name is part of every trial's key), in a folder of its own."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "grown.yaml"
-    path.write_text(yaml.safe_dump({**GRID, **changes}))
-    return path
+    return stops.write_grid(folder, "grown", **changes)
 
 
 def table(path) -> pd.DataFrame:
-    df = pd.read_parquet(path).drop(columns=TIMING)
-    return df.sort_values(["model", "seed", "metric", "n_warps_test"]).reset_index(drop=True)
+    return stops.table(path, TIMING)
 
 
 @pytest.fixture(scope="module")

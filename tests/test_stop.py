@@ -22,32 +22,23 @@ from pipeline.stop import Limit, parse_duration
 from pipeline.store import GridStore
 from tests.conftest import REPO
 from tests.test_attack import ALIGN, mini_workflow, runs_of, snakemake, sweep_cli
+from tests.test_sweep import TINY
 
-GRID = {
-    "experiment": "mnist",
-    "models": ["IC-STN-2(b)", "CNN(b)"],
-    "seeds": [0, 1],
-    "iterations": 20,
-    "batch_size": 20,
-    "lr_geometric": 0.001,
-    "lr_classifier": 0.1,
-    "eval_every": 10,
-    "test_samples": 100,
-    "test_warps": [3],
-}
+GRID = TINY  # the sweep tests' tiny MNIST grid: two models, two seeds, 20 iterations
 PROVENANCE = ["seconds", "device"]  # how long and on how many threads (a Ray trial's one, the inline executor's all)
 
 
-def write_grid(folder, **changes):
-    """The grid 'stops' (its name is part of every trial's key), in a folder of its own."""
+def write_grid(folder, name="stops", **changes):
+    """The grid ``name`` (part of every trial's key), in a folder of its own."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "stops.yaml"
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**GRID, **changes}))
     return path
 
 
-def table(path) -> pd.DataFrame:
-    df = pd.read_parquet(path).drop(columns=PROVENANCE)
+def table(path, drop=PROVENANCE) -> pd.DataFrame:
+    """A results table without the columns ``drop`` (how long and where), in a fixed row order."""
+    df = pd.read_parquet(path).drop(columns=drop)
     return df.sort_values(["model", "seed", "metric", "n_warps_test"]).reset_index(drop=True)
 
 
