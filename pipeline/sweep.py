@@ -95,6 +95,7 @@ def check_space(ctx: Context, config: dict, track: bool) -> None:
     files.check_space(ctx.results, "the results")
     uri = tracking.tracking_uri(config["tracking"]["uri"])
     if track and uri.startswith("sqlite:///"):
+        tracking.check_sqlite(uri)  # a store that cannot be opened (/proc/x.db) is named as such, not as full
         files.check_space(tracking.sqlite_path(uri), f"the MLflow store {uri}")
 
 
