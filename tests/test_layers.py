@@ -13,12 +13,12 @@ from tests.conftest import REPO
 #: pipeline modules by layer: a module imports only from lower layers (and icstn, and the base).
 LAYERS = {
     "pipeline.files": 0, "pipeline.schema": 0, "pipeline.provenance": 0, "pipeline.images": 0, "pipeline.trial": 0,
-    "pipeline.stop": 0,
+    "pipeline.stop": 0, "pipeline.interrupt": 0,
     "pipeline.store": 1, "pipeline.grids": 1, "pipeline.progress": 1, "pipeline.settings": 1, "pipeline.fetch": 1,
     "pipeline.runner": 2, "pipeline.tracking": 2, "pipeline.results": 2, "pipeline.prepare": 2,
     "pipeline.executors": 3, "pipeline.executors.inline": 3, "pipeline.executors.tune": 3,
     "pipeline.search": 4, "pipeline.sweep": 5,
-    "pipeline.reference": 2,
+    "pipeline.reference": 3,
     "pipeline.report.agreement": 0, "pipeline.report.paper": 0, "pipeline.report.tables": 4, "pipeline.report.figures": 4,
     "pipeline.report.curves": 4, "pipeline.report.html": 5,
 }  # fmt: skip
@@ -94,4 +94,5 @@ def test_depth(graph):
     own = {m: {t for t in targets if t.startswith("pipeline.")} for m, targets in graph.items() if m.startswith("pipeline.")}
     deepest = max((depth(own, m), m) for m in own)
     print(f"deepest import chain within pipeline/: {deepest[0]} modules, from {deepest[1]}")
-    assert deepest[0] <= 5, "a driver, then at most three layers, then the base"
+    # the report reads a reference, which packs a results table: one layer more than the rest
+    assert deepest[0] <= 6, "a driver, then at most four layers, then the base"
