@@ -456,3 +456,23 @@ def test_the_local_ray_runtime_listens_on_loopback_only():
     listening = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(listening) >= 2  # the GCS and the raylet at least
     assert all(ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for ip, _ in listening), listening
+
+
+def test_a_stale_ray_start_record_does_not_capture_the_local_runtime():
+    """`ray start` records its cluster in <ray temp dir>/ray_current_cluster; a stopped or foreign
+    one's record made every local sweep fail: "When connecting to an existing cluster, num_cpus ..."."""
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay under 108 characters
+    try:
+        (short / "ray").mkdir()
+        (short / "ray" / "ray_current_cluster").write_text("192.0.2.2:48037\n")  # TEST-NET: nothing answers there
+        script = ("from pipeline.executors.tune import connect\nimport ray\n"
+                  "print(connect({'num_cpus': 1}), ray.get_runtime_context().gcs_address)\n")  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "RAY_TMPDIR": str(short), "RAY_ADDRESS": ""})  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        owned, address = out.stdout.split()[-2:]
+        assert owned == "True" and not address.startswith("192.0.2.2")
+    finally:
+        shutil.rmtree(short, ignore_errors=True)

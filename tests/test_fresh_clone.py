@@ -63,5 +63,5 @@ def test_project_text_speaks_of_itself():
 def test_an_unknown_profile_is_refused_before_setup(clone):
     out = subprocess.run(["make", "reproduce", "PROFILE=fast"], cwd=clone, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
-    assert "unknown PROFILE=fast; allowed: medium paper quick reference (config/<profile>.yaml)" in out.stderr
+    assert "unknown PROFILE=fast; allowed: medium paper quick (config/<profile>.yaml)" in out.stderr
     assert not (clone / ".venv").exists()  # nothing was set up

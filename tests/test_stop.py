@@ -101,7 +101,7 @@ def test_a_ray_sweep_stops_every_running_trial_and_continues(tmp_path, data_root
     import ray
 
     grid, results = write_grid(tmp_path), tmp_path / "res"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(sweep.SweepStopped):
             sweep.sweep(grid, results, data_root / "processed", {}, executor="ray", limit=Limit(step=7))

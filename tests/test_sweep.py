@@ -47,7 +47,7 @@ def store(tmp_path, monkeypatch):
 def ray_runtime():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

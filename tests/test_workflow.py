@@ -140,9 +140,11 @@ def test_another_profile_reruns_every_sweep(workflow_run, mirror):
     work, _ = workflow_run
     other = work / "tiny_longer.yaml"
     other.write_text(yaml.safe_dump({**TINY, "budget": {**TINY["budget"], "iterations": {"planar": 31, "mnist": 31, "gtsrb": 13}}}))
-    command = [*SNAKEMAKE[:6], str(other), *SNAKEMAKE[7:], "-n"]
+    # every sweep named: the whole run's plan stops at its first sweep (a checkpoint), which may stop at the time limit
+    summaries = [f"results/{grid}/sweep.json" for grid in sorted([*CUTS, "noise_family"])]
+    command = [*SNAKEMAKE[:6], str(other), *SNAKEMAKE[7:], *summaries, "-n"]
     planned = subprocess.run(command, cwd=work, env=workflow_env(work, mirror), capture_output=True, text=True, check=True).stdout
-    jobs = [job for job in planned.split("\nrule ") if job.startswith("sweep:")]
+    jobs = [job for job in planned.split("\ncheckpoint ") if job.startswith("sweep:")]
     grids = sorted(re.search(r"wildcards: grid=(\w+)", job)[1] for job in jobs)
     assert grids == sorted([*CUTS, "noise_family"])
     assert all("reason: Params have changed since last execution" in job for job in jobs)
@@ -186,11 +188,12 @@ def test_a_damaged_results_table_is_named_and_rebuilt_as_its_message_says(workfl
     command = error.split("retraining nothing: ")[1].split()[:2]  # snakemake results/noise_family.parquet
     out = subprocess.run([*SNAKEMAKE[:3], *command[1:], *SNAKEMAKE[3:]], env=workflow_env(work, mirror), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "noise_family: 2 trials, 2 already done, 0 to run (0 models of 30 iterations on cpu)" in out.stdout + out.stderr
+    assert "8 rows -> results/noise_family.parquet" in out.stdout  # collected from the trials' records: no sweep ran
+    assert "checkpoint sweep:" not in out.stderr and re.search(r"\nresults +1\ntotal +1\n", out.stderr), out.stderr[-2000:]
     pd.testing.assert_frame_equal(pd.read_parquet(path), rows)
 
 
-def test_a_reference_run_trains_more_seeds_for_the_fitted_iterations(tmp_path):
+def test_a_reference_run_trains_more_seeds_on_the_paper_profile(tmp_path):
     from pipeline import reference
 
     extra = {"budget": {"test_samples": 500}, "executor": "ray"}
@@ -198,12 +201,5 @@ def test_a_reference_run_trains_more_seeds_for_the_fitted_iterations(tmp_path):
     grid = yaml.safe_load((tmp_path / "grids" / "table2.yaml").read_text())
     settings = json.loads((tmp_path / "settings.json").read_text())
     assert grid["seeds"] == [0, 1, 2, 3, 4] and grid["models"] == yaml.safe_load((REPO / "config/grids/table2.yaml").read_text())["models"]
-    assert settings["profile"] == "reference" and settings["grids"] == str(tmp_path / "grids")
+    assert settings["profile"] == "paper" and settings["grids"] == str(tmp_path / "grids")
     assert settings["budget"] == {"test_samples": 500} and settings["executor"] == "ray"  # the extra over the profile
-    fit = tmp_path / "fit.jsonl"
-    fit.write_text('{"project": "table2", "device_hours": 1.0}\n{"fit": "table2", "seconds": 150, "iterations": 700}\n')
-    reference.prepare("table2", tmp_path, 5, extra, fit, config=REPO / "config")
-    assert json.loads((tmp_path / "settings.json").read_text())["budget"] == {"test_samples": 500, "iterations": 700}
-    fit.write_text('{"project": "table2", "device_hours": 1.0}\n')
-    with pytest.raises(ValueError, match="no fitted iterations"):
-        reference.prepare("table2", tmp_path, 5, extra, fit, config=REPO / "config")

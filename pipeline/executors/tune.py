@@ -69,10 +69,12 @@ def connect(ray_settings: dict) -> bool:
     # interpreter Ray runs is a shell command by design (runtime env `py_executable`): quoted here.
     python = shlex.quote(sys.executable)
     runtime_env = {"py_executable": python} if python != sys.executable else None
+    # address="local": without it, ray.init joins the cluster named in <ray temp dir>/ray_current_cluster,
+    # which a `ray start` on this machine writes (and a killed one leaves behind).
     try:
         with interrupt.kept_through_ray_init():
-            ray.init(num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     runtime_env=runtime_env)  # fmt: skip
+            ray.init(address="local", num_cpus=ray_settings.get("num_cpus") or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False, runtime_env=runtime_env)  # fmt: skip
     except BaseException:
         ray.shutdown()  # whatever part of the runtime had started
         raise
