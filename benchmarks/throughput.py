@@ -115,40 +115,41 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
     import yaml
 
     from pipeline import grids
-    from pipeline.settings import models_per_trial
+    from pipeline.schema import config_schema, defaults_of
+    from pipeline.settings import merge, models_per_trial
 
-    settings = yaml.safe_load(config.read_text())
+    settings = merge(defaults_of(config_schema()), yaml.safe_load(config.read_text()))
     if overlay is not None:
-        settings |= yaml.safe_load(overlay.read_text())
-    pack = models_per_trial(settings.get("pack", "auto"), device)
+        settings = merge(settings, yaml.safe_load(overlay.read_text()))
+    pack = models_per_trial(settings["pack"], device)
     rates, total = {}, 0.0
-    for name, path in grids.discover(settings.get("grids") or config.parent / "grids").items():
+    for name, path in grids.discover(settings["grids"]).items():
         if only and name not in only:
             continue
-        grid = grids.load_grid(path, settings.get("budget") or {})
-        data, hours = synthetic(grid["experiment"]), 0.0
+        grid = grids.load_grid(path, settings["budget"])
+        data, hours = synthetic(grid.experiment), 0.0
         for trial in grids.expand(grid, pack):
-            key = (grid["experiment"], trial.model, len(trial.members), grid["batch_size"])
+            key = (grid.experiment, trial.model, len(trial.members), grid.batch_size)
             if key not in rates:
-                cfg = models.get_config(grid["experiment"], trial.model)
+                cfg = models.get_config(grid.experiment, trial.model)
                 rates[key] = rate(trainers_for(cfg, data, key[2], "batched+graph", device, key[3]), steps, warmup)
                 emit(
-                    {"project": grid["name"], "experiment": key[0], "model": key[1], "k": key[2], "model_iters_per_s": round(rates[key], 2)}
+                    {"project": grid.name, "experiment": key[0], "model": key[1], "k": key[2], "model_iters_per_s": round(rates[key], 2)}
                 )
-            hours += grid["iterations"] * len(trial.members) / rates[key] / 3600
+            hours += grid.iterations * len(trial.members) / rates[key] / 3600
         total += hours
         emit(
             {
-                "project": grid["name"],
+                "project": grid.name,
                 "device_hours": round(hours, 3),
-                "iterations": grid["iterations"],
-                "seeds": grid["seeds"],
-                "sigma_px": grid["sigma_px"],
+                "iterations": grid.iterations,
+                "seeds": grid.seeds,
+                "sigma_px": grid.sigma_px,
             }
         )
         if fit:
-            most = max(100, int(grid["iterations"] * fit / (hours * 3600)) // 100 * 100)
-            emit({"fit": grid["name"], "seconds": fit, "iterations": min(grid["iterations"], most)})
+            most = max(100, int(grid.iterations * fit / (hours * 3600)) // 100 * 100)
+            emit({"fit": grid.name, "seconds": fit, "iterations": min(grid.iterations, most)})
     emit(
         {
             "project": "total",

@@ -11,13 +11,29 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 if TYPE_CHECKING:
     from icstn.models import ModelConfig
-    from icstn.train import TrainConfig, Trainer
+
+
+class Trainer(Protocol):
+    """What a checkpoint saves and restores of a trainer (``icstn.train.Trainer``), stated here so
+    that the trainer's module imports this one and not the other way round."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    step: int
+    seeds: list[int]
+    sigmas: list[float]  # pixels
+    losses: list[tuple]
+    evaluations: list[tuple]
+    cfg: Any  # icstn.train.TrainConfig, a dataclass
+    model_cfg: ModelConfig
+    device: torch.device
+    stepper: Any  # restarts its schedule at a step: ``restart(step)``
 
 #: Training settings in which a checkpoint may differ from the trainer that resumes it, because the
 #: weights do not depend on them: when the loop logs, evaluates and saves (a resumed curve keeps its
@@ -48,7 +64,7 @@ def state_dict(trainer: Trainer) -> dict:
     }
 
 
-def identity(model_cfg: ModelConfig, cfg: TrainConfig, seeds: list[int], sigmas: list[float]) -> dict:
+def identity(model_cfg: ModelConfig, cfg: Any, seeds: list[int], sigmas: list[float]) -> dict:
     """What a checkpoint must have been trained with to be resumed by a trainer of these settings."""
     return {"model_config": asdict(model_cfg), "seeds": list(seeds), "sigmas": list(sigmas), "train_config": asdict(cfg)}
 

@@ -2,9 +2,9 @@
 
 Everything that differs per experiment derives from these records: the layout that
 ``pipeline.prepare`` writes and ``icstn.data`` loads, the model registry (``icstn.models``), the
-grid schema's list of experiments, the command line's defaults, a profile's per-experiment
-budget, the report's unit and data caveat, and the paper table an experiment reproduces. A new
-dataset is a new record here, plus its fetch source, its preparer and its grid.
+grid schema's list of experiments, the command line's defaults, the report's unit and data
+caveat, and the paper table an experiment reproduces. A new dataset is a new record here, plus
+its fetch source, its preparer and its grid. (A profile's budgets are in its config file.)
 
 Where a value comes from: [paper] the paper states it, [code] only the authors' released code
 fixes it, [ours] this project chose it (and says why).
@@ -58,16 +58,6 @@ HE = Init("he")  # [ours] He-normal, zero biases, the identity warp first
 
 
 @dataclass(frozen=True)
-class Budget:
-    """A profile's caps for one experiment (``budget: {preset: <name>}``); a budget only lowers a grid."""
-
-    iterations: int
-    test_samples: int
-    eval_every: int
-    lr_scale: float = 1.0  # both learning rates multiplied by this
-
-
-@dataclass(frozen=True)
 class Experiment:
     name: str
     task: str  # 'alignment': the loss and error are the warp's; 'classification': cross-entropy, error in %
@@ -80,7 +70,6 @@ class Experiment:
     error_label: str  # the same, short, for an axis
     paper_table: int | None  # the paper's table this experiment reproduces
     defaults: dict = field(hash=False)  # init, noise_warp, sigma_px, lr_geometric, lr_classifier: what a grid uses unless told
-    budgets: dict[str, Budget] = field(hash=False)  # per named profile preset (config: budget.preset)
     caveat: str = ""  # what a reader must know about the data behind its numbers
     # Classification: the test error (%) of always answering the official test set's commonest
     # class; a model no better than that has learnt nothing, and its rank among such models is noise
@@ -116,10 +105,6 @@ PLANAR = Experiment(
     paper_table=1,
     # [paper] affine noise; [ours] the init (no released code), sigma for one-off runs and the rate
     defaults=dict(init="he", noise_warp="affine", sigma_px=7.5, lr_geometric=3e-5, lr_classifier=0.0),
-    budgets={  # [ours] the quick one already at its stable rate; medium shows the ordering (2,000 steps: 19 min)
-        "quick": Budget(iterations=200, test_samples=300, eval_every=100),
-        "medium": Budget(iterations=1000, test_samples=500, eval_every=500),
-    },
     caveat="The ground-truth box on Caffe's cat.jpg is the project's own choice (the paper's is hand-labelled and unpublished).",
     variants=(Variant("c-STN-1", "icstn", None, "FC(6)", 1), *(Variant(f"IC-STN-{n}", "icstn", None, "FC(6)", n) for n in (2, 3, 4, 6))),
 )
@@ -137,11 +122,6 @@ MNIST = Experiment(
     error_label="test error (%)",
     paper_table=2,
     defaults=dict(init="code", noise_warp="homography", sigma_px=3.5, lr_geometric=1e-4, lr_classifier=1e-2),  # [paper], init [code]
-    # [ours] 300 iterations at the paper's rates leave MNIST at chance: ten times larger steps show the ordering
-    budgets={
-        "quick": Budget(iterations=300, test_samples=2000, eval_every=100, lr_scale=10.0),
-        "medium": Budget(iterations=3000, test_samples=5000, eval_every=1000),  # [ours] the paper's rates
-    },
     caveat="The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
     chance_error=88.65,  # [data] digit 1: 1,135 of the 10,000 test images
     variants=_with(
@@ -176,11 +156,6 @@ GTSRB = Experiment(
     paper_table=3,
     # [paper] the rates; [code] the init, and the noise: 0.25 canonical units of the 36-px sample (4.375 px)
     defaults=dict(init="code", noise_warp="homography", sigma_px=4.375, lr_geometric=1e-5, lr_classifier=1e-3),
-    # [ours] its IC-STNs diverge at 10x the rates: 40 iterations at the paper's show the pipeline, not the effect
-    budgets={
-        "quick": Budget(iterations=40, test_samples=1000, eval_every=20),
-        "medium": Budget(iterations=300, test_samples=2000, eval_every=150),  # [ours] what 2 cores afford
-    },
     caveat="The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
     "like the originals, so results are on reduced-resolution inputs.",
     chance_error=94.062,  # [data] class 2: 750 of the 12,630 test images

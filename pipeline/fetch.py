@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pooch
 
+from pipeline import schema
 from pipeline.files import write_json, write_text
 from pipeline.provenance import redact
 
@@ -161,7 +162,7 @@ def default_mirror(mirror: str | None) -> None:
         os.environ["ICSTN_DATA_MIRROR"] = mirror
 
 
-def fetch(datasets: list[str], raw: str | Path = "data/raw", mirror: str | None = None) -> dict[str, dict[str, str]]:
+def fetch(datasets: list[str], raw: str | Path, mirror: str | None = None) -> dict[str, dict[str, str]]:
     """Fetch and verify every file of ``datasets``; returns dataset -> {file: SHA-256}."""
     check_datasets(datasets)
     mirror = mirror or os.environ.get("ICSTN_DATA_MIRROR") or None
@@ -200,7 +201,7 @@ def record_origin(dest: Path, location: str, sha256: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("datasets", nargs="+", help=f"any of {list(DATASETS)}")
-    parser.add_argument("--raw", default="data/raw", help="where the raw files go")
+    parser.add_argument("--raw", default=schema.default("data", "raw"), help="where the raw files go")
     parser.add_argument("--mirror", default=None, help="mirror directory or URL prefix (default: $ICSTN_DATA_MIRROR)")
     args = parser.parse_args(argv)
     try:

@@ -1,9 +1,10 @@
-"""Grid files -> validated dicts -> trials.
+"""Grid files -> a typed ``Grid`` -> trials.
 
 A grid (``config/grids/<name>.yaml``, schema ``pipeline/grid.schema.yaml``) says what to
-train. A profile's ``budget`` (config.yaml / quick.yaml) then caps iterations, seeds and the
-test set, so that the paper and quick profiles run the *same* grids. Every mistake is reported
-before anything runs, naming the file, the key, the bad value and what is allowed.
+train. A profile's ``budget`` (config/quick.yaml) then caps iterations, seeds and the test set,
+so that the paper and quick profiles run the *same* grids. Every mistake is reported before
+anything runs, naming the file, the key, the bad value and what is allowed. This module is the
+only reader of a grid file's keys: the rest of the pipeline reads a ``Grid``'s fields.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import copy
 import itertools
 import math
 import re
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
 import yaml
 
-from icstn import experiments, models
+from icstn import experiments, models, noise
 from icstn.train import TrainConfig
 from pipeline import schema
 from pipeline.schema import SchemaError
+from pipeline.settings import AUTO_PACK
 from pipeline.trial import TRAIN_KEYS, Member, Trial
 
 SCHEMA_PATH = Path(__file__).with_name("grid.schema.yaml")  # shipped with the package
@@ -31,11 +34,80 @@ class GridError(SchemaError):
     """A grid file is malformed; the message names the file, the key and what is allowed."""
 
 
+#: The sweep's axes: a model's trials are one per combination of these keys' values (a grid gives
+#: each one value or a list); its members, seeds x noise levels, are trained together in packs.
+#: A new axis is a key of the schema that takes a list, and its name here.
+AXES = ("noise_warp", "init", "lr_geometric")
+
+
+@dataclass(frozen=True)
+class Search:
+    """A grid's ``search:``: Optuna over ``space`` on a validation holdout (``pipeline.search``)."""
+
+    space: dict = field(hash=False)  # key -> {low, high, log}
+    num_samples: int
+    validation_size: int
+    per_model: bool
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One validated grid, its experiment's defaults filled in and its profile's budget applied."""
+
+    name: str  # the file's stem: the sweep, its table and its MLflow experiment
+    experiment: str
+    models: tuple[str, ...]
+    sigma_px: tuple[float, ...]  # noise levels, pixels of the sample
+    seeds: tuple[int, ...]
+    noise_warp: tuple[str, ...]  # an axis, as every key of AXES: one value or several
+    init: tuple[str, ...]
+    lr_geometric: tuple[float, ...]
+    lr_geometric_by_family: dict = field(hash=False)  # family -> its own geometric rate, over lr_geometric
+    lr_classifier: float
+    iterations: int
+    batch_size: int
+    eval_every: int
+    curve_per_decade: int
+    test_samples: int | None  # None: the whole test set
+    test_warps: tuple[int, ...]
+    figures: tuple[str, ...]  # the paper's figures it draws
+    lr_scale: float = 1.0  # the profile's factor, already applied to the rates (provenance)
+    title: str | None = None
+    paper_table: int | None = None
+    search: Search | None = field(default=None)
+
+    @property
+    def heading(self) -> str:
+        return self.title or self.name
+
+    def axes(self, cfg: models.ModelConfig) -> dict[str, tuple]:
+        """The values of each axis for one model: a CNN has no geometric predictor, so one rate;
+        a family's own rate replaces the grid's."""
+        out = {key: getattr(self, key) for key in AXES}
+        rates = out["lr_geometric"][:1] if cfg.family == "cnn" else out["lr_geometric"]
+        out["lr_geometric"] = tuple(dict.fromkeys(self.lr_geometric_by_family.get(cfg.family, r) for r in rates))
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain values, for the sweep's MLflow parameters."""
+        return asdict(self)
+
+
+def _grid(d: dict) -> Grid:
+    """The loader's checked dict as a ``Grid``: list values as tuples, axes always tuples."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "search"}
+    values |= {key: tuple(as_list(d[key])) for key in AXES}
+    if "search" in d:
+        values["search"] = Search(**d["search"])
+    return Grid(**values)
+
+
 @cache
 def _grid_schema() -> dict:
     doc = yaml.safe_load(SCHEMA_PATH.read_text())
     doc["properties"]["experiment"]["enum"] = list(experiments.EXPERIMENTS)  # the experiments are their records
-    doc["properties"]["curve_per_decade"]["default"] = TrainConfig.curve_per_decade  # one default, the trainer's
+    for key in ("batch_size", "curve_per_decade", "eval_every"):  # one default, the trainer's
+        doc["properties"][key]["default"] = getattr(TrainConfig, key)
     return doc
 
 
@@ -48,8 +120,8 @@ def read_yaml(path: str | Path) -> dict:
     return schema.read_yaml(path, GridError, "grid file")
 
 
-def load_grid(path: str | Path, budget: dict | None = None) -> dict:
-    """Read, validate and budget one grid. Returns a dict with ``name`` (the file stem) added.
+def load_grid(path: str | Path, budget: dict | None = None) -> Grid:
+    """Read, validate and budget one grid (its ``name`` is the file's stem).
 
     Everything a sweep would otherwise find out after compute is checked here: the schema (with
     finite numbers), every model name, and that every model can undo the grid's noise family.
@@ -73,7 +145,7 @@ def load_grid(path: str | Path, budget: dict | None = None) -> dict:
     if "paper_table" in grid and grid["paper_table"] != table:
         raise GridError(f"{path}: key 'paper_table': bad value {grid['paper_table']}; the paper's table of {grid['experiment']} is {table}")
     grid["name"] = path.stem
-    return apply_budget(grid, budget or {})
+    return _grid(apply_budget(grid, budget or {}))
 
 
 def as_list(value) -> list:
@@ -87,8 +159,8 @@ def _with_experiment_defaults(grid: dict, path: Path) -> dict:
     if "sigma_canonical" in grid:
         if grid["sigma_px"] is not None:
             raise GridError(f"{path}: key 'sigma_canonical': give the noise levels in one unit, sigma_px or sigma_canonical")
-        px_per_unit = (exp.sample_size - 1) / 2  # align_corners=True: the canonical square spans S - 1 pixels
-        grid["sigma_px"] = [round(c * px_per_unit, 9) for c in grid["sigma_canonical"]]
+        unit = noise.px_to_canonical(1.0, exp.sample_size)  # canonical units of one pixel
+        grid["sigma_px"] = [round(c / unit, 9) for c in grid.pop("sigma_canonical")]
     grid["sigma_px"] = grid["sigma_px"] or [exp.defaults["sigma_px"]]
     for key in ("init", "noise_warp", "lr_geometric", "lr_classifier"):
         if grid[key] is None:
@@ -106,20 +178,13 @@ def apply_budget(grid: dict, budget: dict) -> dict:
     ``iterations``, ``test_samples`` and ``eval_every`` become the smaller of the grid's value and
     the budget's; ``seeds: n`` keeps the grid's first n seeds; ``lr_scale`` multiplies both
     learning rates (and is recorded in ``grid['lr_scale']``). Any of them but ``seeds`` may be a
-    number or a map per experiment; ``preset: quick`` takes what is not given from each
-    experiment's own budget of that name (``icstn.experiments``).
+    number or a map per experiment (config/quick.yaml states each experiment's numbers).
     """
     grid = copy.deepcopy(grid)
     exp = grid["experiment"]
-    preset = budget.get("preset")
-    if preset is not None and preset not in experiments.get(exp).budgets:
-        raise GridError(f"config key 'budget.preset': {preset!r} is not a budget of experiment {exp!r}; "
-                        f"allowed: {sorted(experiments.get(exp).budgets)}")  # fmt: skip
 
     def pick(key):
         value = budget.get(key)
-        if value is None and preset is not None:  # the experiment's own budget of that name
-            return getattr(experiments.get(exp).budgets[preset], key)
         return value.get(exp) if isinstance(value, dict) else value
 
     if pick("iterations"):
@@ -148,57 +213,54 @@ def _chunks(items: list, most: int) -> list[list]:
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def _axes(grid: dict, cfg: models.ModelConfig) -> dict[str, list]:
-    """The settings one model of the grid sweeps besides its members (a trial per combination)."""
-    rates = as_list(grid["lr_geometric"])[:1] if cfg.family == "cnn" else as_list(grid["lr_geometric"])  # a CNN has no predictor
-    rates = list(dict.fromkeys(grid["lr_geometric_by_family"].get(cfg.family, r) for r in rates))
-    return {"noise_warp": as_list(grid["noise_warp"]), "init": as_list(grid["init"]), "lr_geometric": rates}
-
-
-def size(grid: dict, pack: int = 4) -> tuple[int, int]:
+def size(grid: Grid, pack: int = AUTO_PACK["cpu"]) -> tuple[int, int]:
     """(trials, models) that ``expand`` makes, counted from the axes' lengths without making them:
     a grid of 250,000 trials takes half a minute to expand and key."""
-    members = len(grid["sigma_px"]) * len(grid["seeds"])
+    members = len(grid.sigma_px) * len(grid.seeds)
     trials = trained = 0
-    for name in grid["models"]:
-        combinations = math.prod(len(values) for values in _axes(grid, models.get_config(grid["experiment"], name)).values())
+    for name in grid.models:
+        combinations = math.prod(len(values) for values in grid.axes(models.get_config(grid.experiment, name)).values())
         trials += combinations * -(-members // pack)  # _chunks: the fewest packs of at most ``pack``
         trained += combinations * members
     return trials, trained
 
 
-def check_size(grid: dict, path: str | Path, pack: int, cap: int) -> tuple[int, int]:
+def check_size(grid: Grid, path: str | Path, pack: int, cap: int) -> tuple[int, int]:
     """(trials, models) of a grid (``size``); GridError naming the file, its size and how to lift
     the cap when it has more than ``cap`` trials (config key ``max_trials``)."""
     trials, trained = size(grid, pack)
     if trials > cap:
-        cost = f"{trained:,} models x {grid['iterations']:,} iterations = {trained * grid['iterations']:,} model-iterations"
+        cost = f"{trained:,} models x {grid.iterations:,} iterations = {trained * grid.iterations:,} model-iterations"
         raise GridError(
             f"{path}: {trials:,} trials ({cost}) exceed the cap of {cap:,} trials (config key 'max_trials'); shrink the grid "
-            f"(models, sigma_px, seeds, lr_geometric, init, noise_warp), or lift the cap: snakemake --config max_trials={trials} "
+            f"(models, sigma_px, seeds, {', '.join(AXES)}), or lift the cap: snakemake --config max_trials={trials} "
             f"(python -m pipeline.sweep --max-trials {trials})"
         )
     return trials, trained
 
 
-def expand(grid: dict, pack: int = 4) -> list[Trial]:
-    """The grid's trials: one per model, noise family and pack of at most ``pack`` seed x sigma members.
+def expand(grid: Grid, pack: int = AUTO_PACK["cpu"]) -> list[Trial]:
+    """The grid's trials: one per model, combination of its axes' values and pack of at most
+    ``pack`` seed x sigma members.
 
     Members of a trial are trained together, as K stacked models. Each trial has a stable
     ``key`` from its content, so a rerun recognises what is already done.
     """
-    members = [Member(s, float(sig)) for sig in grid["sigma_px"] for s in grid["seeds"]]
+    members = [Member(s, float(sig)) for sig in grid.sigma_px for s in grid.seeds]
     trials = []
-    for name in grid["models"]:
-        cfg = models.get_config(grid["experiment"], name)
-        test_warps = tuple(sorted({cfg.n_warps, *grid["test_warps"]})) if cfg.family == "icstn" else ()
-        axes = _axes(grid, cfg)
+    for name in grid.models:
+        cfg = models.get_config(grid.experiment, name)
+        test_warps = tuple(sorted({cfg.n_warps, *grid.test_warps})) if cfg.family == "icstn" else ()
+        axes = grid.axes(cfg)
         shown = tuple(k for k, values in axes.items() if len(values) > 1)  # what tells this model's trials apart
-        for noise_warp, init, lr_geometric in itertools.product(*axes.values()):
+        for values in itertools.product(*axes.values()):
+            setting = dict(zip(axes, values))
+            init = setting.pop("init")
+            train = {k: getattr(grid, k) for k in TRAIN_KEYS} | setting
             for chunk in _chunks(members, pack):
-                train = {**{k: grid[k] for k in TRAIN_KEYS}, "noise_warp": noise_warp, "lr_geometric": lr_geometric}
-                trials.append(Trial(grid["name"], grid["experiment"], name, tuple(chunk), train, grid["test_samples"], test_warps,
-                                    grid.get("lr_scale", 1.0), init, shown=shown))  # fmt: skip
+                trials.append(Trial(grid=grid.name, experiment=grid.experiment, model=name, members=tuple(chunk), train=train,
+                                    test_samples=grid.test_samples, test_warps=test_warps, lr_scale=grid.lr_scale, init=init,
+                                    shown=shown))  # fmt: skip
     return trials
 
 

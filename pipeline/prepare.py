@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from icstn.experiments import GTSRB, MNIST, PLANAR
+from pipeline import schema
 from pipeline.fetch import DATASETS, SOURCES, check_datasets, file_hash, origins
 
 VERSION = 2  # bump when the preprocessing changes, so that old outputs are redone
@@ -177,7 +178,7 @@ def is_current(out: Path, dataset: str, sources: dict[str, str]) -> bool:
     return old.get("version") == VERSION and old.get("sources") == sources
 
 
-def prepare(dataset: str, raw: str | Path = "data/raw", out: str | Path = "data/processed", force: bool = False) -> Path:
+def prepare(dataset: str, raw: str | Path, out: str | Path, force: bool = False) -> Path:
     """Prepare one dataset; returns its folder. Does nothing if it is already current."""
     check_datasets([dataset])
     raw, out = Path(raw), Path(out)
@@ -218,8 +219,8 @@ def prepare(dataset: str, raw: str | Path = "data/raw", out: str | Path = "data/
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("datasets", nargs="+", help=f"any of {list(DATASETS)}")
-    parser.add_argument("--raw", default="data/raw")
-    parser.add_argument("--out", default="data/processed")
+    parser.add_argument("--raw", default=schema.default("data", "raw"))
+    parser.add_argument("--out", default=schema.default("data", "processed"))
     parser.add_argument("--force", action="store_true", help="redo even if up to date")
     args = parser.parse_args(argv)
     try:

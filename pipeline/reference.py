@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow
 
-from pipeline import provenance, results
+from pipeline import provenance, results, schema
 from pipeline.files import atomic
 from pipeline.settings import json_object
 from pipeline.store import GridStore
@@ -127,7 +127,7 @@ def _sweep_keys(store: GridStore) -> tuple[list[str], str]:
     """The trials of the store's last sweep and its profile (every trial folder where it names none)."""
     summary = json.loads(store.summary.read_text()) if store.summary.is_file() else {}
     keys = summary.get("keys") or store.trial_keys()
-    return keys, summary.get("profile", "paper")
+    return keys, summary.get("profile", schema.default("profile"))
 
 
 def _layout(results_dir: Path, grid: str, folder: Path, seconds: float | None) -> dict:

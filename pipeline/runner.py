@@ -46,8 +46,8 @@ class Context:
 
     data: str  # the prepared datasets
     results: str  # the results folder (each grid's store is under it)
-    device: str = "cpu"
-    cuda_graph: bool = True
+    device: str  # resolved: cpu, cuda or cuda:N (pipeline.settings.resolve)
+    cuda_graph: bool
     threads: int = 1  # torch threads of one trial (a Ray trial's CPUs)
     limit: Limit = field(default_factory=Limit)  # when the trials stop early (never, unless set)
 
@@ -113,7 +113,7 @@ def log_every(iterations: int) -> int:
     return 1 << max(0, (iterations // 100).bit_length() - 1)
 
 
-def train_config(trial: Trial, cuda_graph: bool = True) -> TrainConfig:
+def train_config(trial: Trial, cuda_graph: bool) -> TrainConfig:
     t = trial.train
     iterations = t["iterations"]
     return TrainConfig(
@@ -133,7 +133,7 @@ def check_checkpoint(trial: Trial, ctx: Context) -> None:
     if path.is_file():
         remedy = "delete it to retrain that trial afresh"
         model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
-        wanted = checkpoint.identity(model_cfg, train_config(trial, ctx.cuda_graph), trial.seeds, trial.sigmas)
+        wanted = checkpoint.identity(model_cfg, train_config(trial, ctx.cuda_graph), trial.seeds, trial.sigma_px)
         checkpoint.check(checkpoint.read(path, remedy=remedy), wanted, f"checkpoint {path}", remedy)
 
 
@@ -159,7 +159,7 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
     print(f"trial {trial.key}: training {len(trial.members)} model(s){origin}", file=sys.stderr, flush=True)
     dataset, split = load_dataset(trial, ctx.data)
     model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
-    trainer = Trainer(model_cfg, cfg, dataset, trial.seeds, trial.sigmas, ctx.device, callbacks=(_Report(reporter),))
+    trainer = Trainer(model_cfg, cfg, dataset, trial.seeds, trial.sigma_px, ctx.device, callbacks=(_Report(reporter),))
     resumed_from = trainer.step if reporter.resume(trainer) else None
     final = trainer.fit(stop=ctx.limit.reached)
     trainer.save(store.final_state(trial.key))  # what a longer budget continues from

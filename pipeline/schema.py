@@ -17,6 +17,7 @@ Three things plain ``yaml.safe_load`` plus ``jsonschema`` get wrong for a config
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import reprlib
 from pathlib import Path
@@ -271,3 +272,31 @@ def describe(error: jsonschema.ValidationError, source: str, root: dict | None =
     elif error.validator == "pattern":
         allowed = f"; allowed: {schema.get('description') or error.validator_value}"
     return f"{source}: key {excerpt(key)}: bad value {excerpt(error.instance)}{allowed}"
+
+
+CONFIG_SCHEMA = Path(__file__).with_name("config.schema.yaml")  # shipped with the package, as the grid schema
+
+
+@functools.cache
+def config_schema() -> dict:
+    """The workflow config's schema: every setting, its one default and what it means."""
+    return yaml.safe_load(CONFIG_SCHEMA.read_text())
+
+
+def defaults_of(schema: dict) -> dict:
+    """The ``default`` of every property of an object schema, nested objects' own properties too."""
+    out = {}
+    for key, sub in schema.get("properties", {}).items():
+        if sub.get("type") == "object" and "properties" in sub:
+            out[key] = {**sub.get("default", {}), **defaults_of(sub)}
+        elif "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+    return out
+
+
+def default(*key: str):
+    """One setting's default, e.g. ``default("data", "raw")`` (a command line's default)."""
+    value = defaults_of(config_schema())
+    for k in key:
+        value = value[k]
+    return value

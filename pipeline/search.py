@@ -9,27 +9,31 @@ its first noise level, and shared by every model (``search.per_model: false``); 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.files import write_json
 from pipeline.runner import Context
 from pipeline.store import GridStore
 from pipeline.trial import Trial
 
+if TYPE_CHECKING:
+    from pipeline.grids import Grid
 
-def best_settings(grid: dict, trials: list[Trial], ctx: Context, settings: dict, executor, tracker) -> dict[str, dict]:
+
+def best_settings(grid: Grid, trials: list[Trial], ctx: Context, settings: dict, executor, tracker) -> dict[str, dict]:
     """model -> its best setting (with its validation ``objective``), for every model of the grid."""
-    search = grid["search"]
-    tuned = grid["models"] if search["per_model"] else grid["models"][:1]
-    how = "each model on its own" if search["per_model"] else f"on {tuned[0]}, shared by every model"
-    print(f"{grid['name']}: Optuna search, {search['num_samples']} samples {how}, validation holdout of {search['validation_size']}",
+    search = grid.search
+    tuned = grid.models if search.per_model else grid.models[:1]
+    how = "each model on its own" if search.per_model else f"on {tuned[0]}, shared by every model"
+    print(f"{grid.name}: Optuna search, {search.num_samples} samples {how}, validation holdout of {search.validation_size}",
           file=sys.stderr)  # fmt: skip
     best = {}
     for model in tuned:
-        first = next(t for t in trials if t.model == model).for_search(search["validation_size"], grid["sigma_px"][0])
+        first = next(t for t in trials if t.model == model).for_search(search.validation_size, grid.sigma_px[0])
         best[model] = executor.search(first, ctx, settings, tracker, search)
-    summary = {"model": tuned[0], "split": "validation", "tuned": "per model" if search["per_model"] else "shared", **best[tuned[0]]}
-    write_json(GridStore(ctx.results, grid["name"]).best, summary | ({"per_model": best} if search["per_model"] else {}))
-    return best if search["per_model"] else dict.fromkeys(grid["models"], best[tuned[0]])
+    summary = {"model": tuned[0], "split": "validation", "tuned": "per model" if search.per_model else "shared", **best[tuned[0]]}
+    write_json(GridStore(ctx.results, grid.name).best, summary | ({"per_model": best} if search.per_model else {}))
+    return best if search.per_model else dict.fromkeys(grid.models, best[tuned[0]])
 
 
 def apply(trials: list[Trial], best: dict[str, dict]) -> list[Trial]:

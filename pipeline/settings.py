@@ -1,7 +1,9 @@
 """A sweep's settings: the resolved workflow config (profile, budget, device, Ray, MLflow).
 
-The workflow passes them to ``pipeline.sweep`` as JSON; anything left out takes its default
-here. Settings the trials could not use fail before any compute, naming the config key.
+Every setting, its default and what it means are in one file, ``pipeline/config.schema.yaml``:
+the workflow validates its config with it, and ``pipeline.sweep`` fills in what its JSON leaves
+out from the same defaults. Settings the trials could not use fail before any compute, naming
+the config key.
 """
 
 from __future__ import annotations
@@ -10,22 +12,12 @@ import argparse
 import json
 import os
 
+from pipeline.schema import config_schema, defaults_of
+
 
 class SettingsError(ValueError):
     """A setting the trials cannot use; the message names the config key and what is allowed."""
 
-
-DEFAULTS = {
-    "profile": "paper",
-    "budget": {},
-    "device": "auto",
-    "pack": "auto",
-    "cuda_graph": True,
-    "stop_after": None,  # a time limit, e.g. '8m' (pipeline.stop)
-    "tracking": {"enabled": True, "uri": None},
-    "ray": {"address": None, "num_cpus": None, "cpus_per_trial": 1, "gpus_per_trial": "auto", "max_failures": 2},
-    "max_trials": 2000,  # the largest grid planned without a word: the paper's grids have at most 60 trials even at pack 1
-}
 
 #: Models per trial when ``pack: auto``. CPU: on one thread (a Ray trial's share), IC-STN-4(a)
 #: at K = 1, 2, 4, 8, 16 runs 5.7, 10.9, 11.6, 11.0, 10.2 model-iterations/s (``python -m
@@ -63,7 +55,7 @@ AUTO_GPU_SHARE = 0.125
 def resolve(settings: dict | None) -> dict:
     """``settings`` over the defaults, ``auto`` resolved: ``device`` is CUDA where torch sees a GPU
     on this machine (the CPU otherwise), and a CUDA trial's ``ray.gpus_per_trial`` is AUTO_GPU_SHARE."""
-    out = merge(DEFAULTS, settings or {})
+    out = merge(defaults_of(config_schema()), settings or {})
     if out["device"] == "auto":
         import torch
 

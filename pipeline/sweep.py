@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 from icstn import data
-from pipeline import executors, files, grids, interrupt, results, search, settings, tracking
+from pipeline import executors, files, grids, interrupt, results, schema, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
 from pipeline.runner import Context, Unrecoverable, check_checkpoint
@@ -47,21 +47,23 @@ class SweepStopped(SweepInterrupted):
 
 
 def sweep(
-    grid_path: str | Path, out: str | Path, data_root: str | Path, config: dict, executor: str = "ray", track: bool = True,
+    grid_path: str | Path, out: str | Path, data_root: str | Path, config: dict, executor: str | None = None, track: bool = True,
     limit: Limit | None = None,
 ) -> Path:  # fmt: skip
     """Run every unfinished trial of a grid and write ``<out>/<grid>.parquet``; returns its path.
 
-    ``limit`` (default: ``config['stop_after']`` from now) stops the trials early: SweepStopped.
+    ``limit`` (default: ``config['stop_after']`` from now) stops the trials early: SweepStopped;
+    ``executor`` (default: ``config['executor']``) runs the trials.
     """
     config = settings.resolve(config)
+    executor = executor or config["executor"]
     settings.check_device(config, executor)
     limit = limit or Limit.after(config["stop_after"])
     backend = executors.get(executor)
     grid = grids.load_grid(grid_path, config["budget"])
     pack = settings.models_per_trial(config["pack"], config["device"])
     grids.check_size(grid, grid_path, pack, settings.max_trials(config))  # before expanding it, which takes a while for a huge grid
-    data.check(data_root, grid["experiment"])  # fail before any compute if the data is not prepared, or damaged
+    data.check(data_root, grid.experiment)  # fail before any compute if the data is not prepared, or damaged
     ctx = Context(str(Path(data_root).resolve()), str(Path(out).resolve()), config["device"], config["cuda_graph"], limit=limit)
     track = track and config["tracking"]["enabled"]
     check_space(ctx, config, track)
@@ -70,7 +72,7 @@ def sweep(
     if track:
         files.quiet_disk_full("mlflow.store.db.utils")  # a store on a full disk: the sweep says so once
         tags = {"profile": config["profile"], "git_commit": git_commit(), "executor": executor}
-        store = GridStore(ctx.results, grid["name"])
+        store = GridStore(ctx.results, grid.name)
         tracker = tracking.Tracker(grid, store, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
     try:
         return _run(grid, trials, ctx, config, backend, tracker, {"profile": config["profile"], "executor": executor})
@@ -99,22 +101,22 @@ def check_space(ctx: Context, config: dict, track: bool) -> None:
         files.check_space(tracking.sqlite_path(uri), f"the MLflow store {uri}")
 
 
-def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, tracker, summary: dict) -> Path:
-    store = GridStore(ctx.results, grid["name"])
+def _run(grid: grids.Grid, trials: list[Trial], ctx: Context, config: dict, backend, tracker, summary: dict) -> Path:
+    store = GridStore(ctx.results, grid.name)
     start = time.perf_counter()
     try:
-        if "search" in grid:
+        if grid.search is not None:
             best = search.best_settings(grid, trials, ctx, config, backend, tracker)
             trials = search.apply(trials, best)
-            summary["best"] = best[grid["models"][0]] if not grid["search"]["per_model"] else best
+            summary["best"] = best if grid.search.per_model else best[grid.models[0]]
         # Before any compute: a damaged record (it would fail the table) and a checkpoint its trial cannot resume
         # (it would fail every retry, or be resumed as the wrong trial) each stop the sweep
         todo = [t for t in trials if store.record(t.key) is None]
         for t in todo:
             check_checkpoint(t, ctx)
         models = sum(len(t.members) for t in todo)
-        print(f"{grid['name']}: {len(trials)} trial{'s' * (len(trials) != 1)}, {len(trials) - len(todo)} already done, {len(todo)} to run "
-              f"({models} models of {grid['iterations']:,} iterations on {ctx.device}): {models * grid['iterations']:,} model-iterations",
+        print(f"{grid.name}: {len(trials)} trial{'s' * (len(trials) != 1)}, {len(trials) - len(todo)} already done, {len(todo)} to run "
+              f"({models} models of {grid.iterations:,} iterations on {ctx.device}): {models * grid.iterations:,} model-iterations",
               file=sys.stderr, flush=True)  # fmt: skip
         if todo:
             backend.run(todo, ctx, config, tracker)
@@ -125,14 +127,14 @@ def _run(grid: dict, trials: list[Trial], ctx: Context, config: dict, backend, t
         why = f"{len(unfinished)} of {len(trials)} trial{'s' * (len(trials) != 1)} unfinished"
     summary |= {"trials": len(trials), "keys": [t.key for t in trials], "seconds": round(time.perf_counter() - start, 1)}
     if unfinished:
-        _stopped(grid["name"], ctx.limit, why, store, summary)
+        _stopped(grid.name, ctx.limit, why, store, summary)
     df = results.collect(store, summary["keys"], config["profile"])
     path = results.write(df, store.table)
     summary |= {"finished": True, "trained": len(todo)}
     write_json(store.summary, summary)
     if tracker is not None:
         tracker.finish_sweep({k: v for k, v in summary.items() if k != "keys"})
-    print(f"{grid['name']}: {len(df)} rows -> {path} ({summary['seconds']} s)", file=sys.stderr)
+    print(f"{grid.name}: {len(df)} rows -> {path} ({summary['seconds']} s)", file=sys.stderr)
     return path
 
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", required=True)
     parser.add_argument("--out", default="results")
-    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--data", default=schema.default("data", "processed"))
     parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON")
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
@@ -165,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     config = args.settings
     if args.max_trials is not None:
         config = settings.merge(config, {"max_trials": args.max_trials})
-    if args.cores and not config.get("ray", {}).get("num_cpus"):
+    config = settings.resolve(config)
+    if args.cores and not config["ray"]["num_cpus"]:
         config = settings.merge(config, {"ray": {"num_cpus": args.cores}})
-    executor = args.executor or config.get("executor", "ray")
+    executor = args.executor or config["executor"]
     request = GridStore(args.out, Path(args.grid).stem).stop_request(f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         if args.stop_after:
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.deadline:
             limit = Limit(args.deadline, str(request))
         else:
-            limit = Limit.after(config.get("stop_after"), request, where="config key 'stop_after'")
+            limit = Limit.after(config["stop_after"], request, where="config key 'stop_after'")
     except ValueError as exc:
         parser.error(str(exc))
     # A job stopped by its scheduler ends like Ctrl-C (status 130, runs KILLED, checkpoints kept). In

@@ -14,9 +14,13 @@ import os
 import socket
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.store import GridStore
 from pipeline.trial import Trial, TrialRecord
+
+if TYPE_CHECKING:
+    from pipeline.grids import Grid
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_KEY = "icstn.run_key"
@@ -126,12 +130,12 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
 class Tracker:
     """Records one sweep of one grid. Call ``start_trial``, ``log``, ``finish_trial``."""
 
-    def __init__(self, grid: dict, store: GridStore, sweep_key: str, tags: dict, uri: str | None = None):
+    def __init__(self, grid: Grid, store: GridStore, sweep_key: str, tags: dict, uri: str | None = None):
         self.uri = tracking_uri(uri)
         self.client = open_store(self.uri)
         self.store, self.store_id = store, store.identity()
         self.tags = {k: str(v) for k, v in tags.items()} | {STORE_KEY: self.store_id, STORE_PATH: f"{socket.gethostname()}:{store.root}"}
-        self.experiment_id = experiment(self.client, grid["name"])
+        self.experiment_id = experiment(self.client, grid.name)
         found = self._search(SWEEP_KEY, sweep_key)
         if found is not None:
             self.parent = found.info.run_id
@@ -139,10 +143,10 @@ class Tracker:
             self.client.log_batch(self.parent, tags=[_tag(k, v) for k, v in self.tags.items()])  # this sweep's commit, profile
         else:
             # one grid name may hold other content, and other checkouts: the name tells their parents apart
-            name = f"sweep {grid['name']} grid={sweep_key[:6]} store={self.store_id[:6]}"
+            name = f"sweep {grid.name} grid={sweep_key[:6]} store={self.store_id[:6]}"
             run = self.client.create_run(self.experiment_id, tags={SWEEP_KEY: sweep_key, "mlflow.runName": name, **self.tags})
             self.parent = run.info.run_id
-            self.client.log_batch(self.parent, params=_params(_flatten("grid", grid, {})))
+            self.client.log_batch(self.parent, params=_params(_flatten("grid", grid.to_dict(), {})))
         self.runs: dict[str, list[str]] = {}  # trial key -> run id per member
         # run id -> the last step it has of the training-loss curve and of the test curve: a trial
         # rerun from its last checkpoint (or from scratch) repeats steps the run already has

@@ -77,7 +77,7 @@ class Trial:
     @property
     def settings(self) -> str:
         """The swept settings that tell this trial from its model's others: 'noise_warp=affine init=he' ('' if none)."""
-        value = {"noise_warp": self.train["noise_warp"], "init": self.init, "lr_geometric": self.train["lr_geometric"]}
+        value = {**self.train, "init": self.init}
         return " ".join(setting_text(k, value[k]) for k in self.shown)
 
     @property
@@ -95,7 +95,7 @@ class Trial:
         return [m.seed for m in self.members]
 
     @property
-    def sigmas(self) -> list[float]:
+    def sigma_px(self) -> list[float]:
         return [m.sigma_px for m in self.members]
 
     def extends(self, other: Trial) -> bool:

@@ -112,7 +112,7 @@ def test_the_chance_levels_are_the_test_sets_commonest_class(data_root, gtsrb_ro
 
 def test_a_table_shows_diverged_runs():
     t = frame([1.0], [[1.0, float("nan"), 1.2]]).assign(sigma_px=3.5, capacity=10, paper_capacity=10)
-    pretty = tables.formatted(t, {"experiment": "mnist"})
+    pretty = tables.formatted(t, "mnist")
     assert pretty["ours (mean ± std, n)"].iloc[0] == "1.100 ± 0.141 (2), 1 diverged"
 
 
@@ -120,13 +120,13 @@ def test_dead_seeds_are_shown_in_the_table_and_counted_in_the_scorecard():
     cells = [{"model": "m0", "paper": 6.6, **agreement.cell([22.8, 88.65, 21.0], 100.0, chance=88.65)},
              {"model": "m1", "paper": 2.0, **agreement.cell([3.0, 88.2, 88.4, 4.0], 100.0, chance=88.65)}]  # fmt: skip
     t = agreement.compare(pd.DataFrame(cells)).assign(sigma_px=3.5, capacity=10)
-    assert tables.formatted(t, {"experiment": "mnist"})["ours (mean ± std, n)"].tolist() == ["21.900 ± 1.273 (2), 1 dead",
+    assert tables.formatted(t, "mnist")["ours (mean ± std, n)"].tolist() == ["21.900 ± 1.273 (2), 1 dead",
                                                                                               "3.500 ± 0.707 (2), 2 dead"]  # fmt: skip
     assert agreement.scorecard(t, chance=88.65)["dead"] == 3
 
 
 def test_a_grid_without_paper_values_still_shows_its_intervals():
     t = frame([2.0], [[1.0, 2.0, 3.0]]).drop(columns="paper").assign(sigma_px=3.5, capacity=10)
-    pretty = tables.formatted(t, {"experiment": "mnist"})  # an ablation: its caption promises 95% prediction intervals
+    pretty = tables.formatted(t, "mnist")  # an ablation: its caption promises 95% prediction intervals
     assert pretty["95% prediction interval"].iloc[0] == f"[{t.pi_low.iloc[0]:.3f}, {t.pi_high.iloc[0]:.3f}]" != ""
     assert "paper" not in pretty and "agrees" not in pretty

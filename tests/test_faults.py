@@ -154,7 +154,7 @@ def test_a_checkpoint_of_other_settings_is_refused_before_compute(tmp_path, data
     grid = write_grid(tmp_path)
     trial = grids.expand(grids.load_grid(grid))[0]
     mnist = data.load(data_root / "processed", "mnist")
-    other = Trainer(models.get_config("mnist", model), TrainConfig(**{**trial.train, **changes}), mnist, trial.seeds, trial.sigmas)
+    other = Trainer(models.get_config("mnist", model), TrainConfig(**{**trial.train, **changes}), mnist, trial.seeds, trial.sigma_px)
     other.step = step
     path = other.save(tmp_path / "r" / "faulty" / "trials" / trial.key / "checkpoint.pt")
     out = run_cli(["--grid", grid, "--out", tmp_path / "r", "--data", data_root / "processed", "--no-tracking"], timeout=120)
@@ -237,7 +237,7 @@ def test_an_error_no_retry_mends_is_not_retried_by_ray(tmp_path, data_root, capf
     bad = tmp_path / "r" / "stop" / "trials" / trial.key / "checkpoint.pt"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"PK\x03\x04 not a checkpoint")
-    ctx = Context(str(data_root / "processed"), str(tmp_path / "r"))
+    ctx = Context(str(data_root / "processed"), str(tmp_path / "r"), "cpu", cuda_graph=True)
     with pytest.raises(Unrecoverable, match=f"checkpoint {bad} is unreadable .*; delete it"):
         tune_executor.run([trial], ctx, settings.resolve({"device": "cpu", "ray": {"num_cpus": 1}}))
     err = capfd.readouterr().err

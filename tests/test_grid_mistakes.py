@@ -30,17 +30,17 @@ class TestBudgetOnlyLowers:
     def test_a_smaller_grid_keeps_its_own_values(self, tmp_path):
         budget = {"iterations": 300, "seeds": 2, "test_samples": {"mnist": 2000}, "eval_every": 100}
         grid = load(tmp_path, budget=budget, seeds=[5], test_samples=300, iterations=50, eval_every=10)
-        assert grid["seeds"] == [5] and grid["test_samples"] == 300 and grid["iterations"] == 50 and grid["eval_every"] == 10
+        assert grid.seeds == (5,) and grid.test_samples == 300 and grid.iterations == 50 and grid.eval_every == 10
 
     def test_a_larger_grid_is_capped(self, tmp_path):
         grid = load(tmp_path, budget={"seeds": 2, "test_samples": 2000, "iterations": 300}, seeds=[4, 5, 6], iterations=1000)
-        assert grid["seeds"] == [4, 5] and grid["test_samples"] == 2000 and grid["iterations"] == 300  # all -> 2000
+        assert grid.seeds == (4, 5) and grid.test_samples == 2000 and grid.iterations == 300  # all -> 2000
 
     def test_the_learning_rate_scale_is_recorded(self, tmp_path):
         grid = load(tmp_path, budget={"lr_scale": {"mnist": 10}}, lr_classifier=0.01)
-        assert grid["lr_scale"] == 10 and grid["lr_classifier"] == pytest.approx(0.1)
+        assert grid.lr_scale == 10 and grid.lr_classifier == pytest.approx(0.1)
         assert {t.lr_scale for t in grids.expand(grid)} == {10.0}
-        assert load(tmp_path, name="h")["lr_scale"] == 1.0
+        assert load(tmp_path, name="h").lr_scale == 1.0
 
 
 def test_the_learning_curves_density_defaults_to_the_trainers_and_reaches_each_trial(tmp_path):
@@ -86,7 +86,7 @@ def test_mistake_named_at_load_time(tmp_path, changes, message):
 def test_a_planar_grid_without_noise_warp_takes_its_experiments():
     """Once, every grid defaulted to homography noise, which no planar model can undo."""
     grid = grids.load_grid(write(Path(tempfile.mkdtemp()), {"experiment": "planar", "models": ["c-STN-1"]}))
-    assert grid["noise_warp"] == "affine" and grid["lr_geometric"] == 3e-5 and grid["init"] == "he"
+    assert grid.noise_warp == ("affine",) and grid.lr_geometric == (3e-5,) and grid.init == ("he",)
 
 
 def test_max_warps_in_the_schema_is_the_models():
@@ -134,14 +134,14 @@ def test_numbers_in_yaml_1_2_notation(tmp_path):
         "search: {space: {lr_geometric: {low: 1e-5, high: 1e-3}}}\n"
     )
     grid = grids.load_grid(write(tmp_path, text))
-    assert grid["lr_geometric"] == 1e-4 and grid["lr_classifier"] == 1e-2 and grid["sigma_px"] == [3.5]
-    assert grid["iterations"] == 2000 and isinstance(grid["iterations"], int)
-    assert grid["search"]["space"]["lr_geometric"] == {"low": 1e-5, "high": 1e-3, "log": True}
+    assert grid.lr_geometric == (1e-4,) and grid.lr_classifier == 1e-2 and grid.sigma_px == (3.5,)
+    assert grid.iterations == 2000 and isinstance(grid.iterations, int)
+    assert grid.search.space["lr_geometric"] == {"low": 1e-5, "high": 1e-3, "log": True}
 
 
 def test_profile_numbers_in_yaml_1_2_notation():
     doc = yaml.safe_load("budget: {lr_scale: {mnist: 1e1}, iterations: 3e2}\nray: {cpus_per_trial: 5e-1}\n")
-    config_schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    config_schema = schema.config_schema()
     fixed = schema.coerce_numbers(doc, config_schema)
     assert fixed == {"budget": {"lr_scale": {"mnist": 10.0}, "iterations": 300}, "ray": {"cpus_per_trial": 0.5}}
     assert json.dumps(schema.coerce_numbers({"profile": "1e3"}, config_schema)) == '{"profile": "1e3"}'  # a string stays one
@@ -180,7 +180,7 @@ class TestGridSize:
             sweep.sweep(path, tmp_path / "r", tmp_path / "no-data", {"device": "cpu"}, "inline", track=False)
         assert str(caught.value) == (
             f"{path}: 25,000 trials (100,000 models x 20 iterations = 2,000,000 model-iterations) exceed the cap of 2,000 trials "
-            "(config key 'max_trials'); shrink the grid (models, sigma_px, seeds, lr_geometric, init, noise_warp), or lift the cap: "
+            "(config key 'max_trials'); shrink the grid (models, sigma_px, seeds, noise_warp, init, lr_geometric), or lift the cap: "
             "snakemake --config max_trials=25000 (python -m pipeline.sweep --max-trials 25000)"
         )
         assert not (tmp_path / "r").exists()

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 LAYERS = {
     "pipeline.files": 0, "pipeline.schema": 0, "pipeline.provenance": 0, "pipeline.images": 0, "pipeline.trial": 0,
     "pipeline.stop": 0, "pipeline.interrupt": 0,
-    "pipeline.store": 1, "pipeline.grids": 1, "pipeline.progress": 1, "pipeline.settings": 1, "pipeline.fetch": 1,
+    "pipeline.store": 1, "pipeline.grids": 2, "pipeline.progress": 1, "pipeline.settings": 1, "pipeline.fetch": 1,
     "pipeline.runner": 2, "pipeline.tracking": 2, "pipeline.results": 2, "pipeline.prepare": 2,
     "pipeline.executors": 3, "pipeline.executors.inline": 3, "pipeline.executors.tune": 3,
     "pipeline.search": 4, "pipeline.sweep": 5,

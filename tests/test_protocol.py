@@ -75,8 +75,8 @@ class TestEachKeyChangesWhatTrains:
 
         grid = grids.load_grid(_grid(tmp_path, experiment="gtsrb", models=["STN"], sigma_canonical=[0.25]))
         trial = grids.expand(grid)[0]
-        assert set(trial.sigmas) == {0.25 * 35 / 2} == {4.375}  # of the 36-px sample, align_corners=True
-        t = Trainer(models.get_config("gtsrb", "STN"), TrainConfig(), data.synthetic("gtsrb", 10), trial.seeds[:1], trial.sigmas[:1])
+        assert set(trial.sigma_px) == {0.25 * 35 / 2} == {4.375}  # of the 36-px sample, align_corners=True
+        t = Trainer(models.get_config("gtsrb", "STN"), TrainConfig(), data.synthetic("gtsrb", 10), trial.seeds[:1], trial.sigma_px[:1])
         assert t.sampler.sigma_units.tolist() == pytest.approx([0.25])
         with pytest.raises(grids.GridError, match="key 'sigma_canonical': give the noise levels in one unit"):
             grids.load_grid(_grid(tmp_path, experiment="gtsrb", models=["STN"], sigma_canonical=[0.25], sigma_px=[3.5]))

@@ -24,7 +24,8 @@ class TestDeviceAuto:
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         resolved = settings.resolve({"ray": {"num_cpus": 2}})
-        assert resolved["device"] == "cpu" and resolved["ray"] == {**settings.DEFAULTS["ray"], "num_cpus": 2, "gpus_per_trial": 0}
+        ray = settings.defaults_of(settings.config_schema())["ray"]
+        assert resolved["device"] == "cpu" and resolved["ray"] == {**ray, "num_cpus": 2, "gpus_per_trial": 0}
 
 
 @pytest.mark.parametrize("text,message", [("{bad json", "not JSON (Expecting property name"), ("[1, 2]", "a JSON object is wanted")])
@@ -37,3 +38,87 @@ def test_a_commands_json_option_that_is_not_an_object_is_a_usage_error(text, mes
             main(option)
         assert exit_.value.code == 2
         assert f"argument {option[-2]}: {message}" in capsys.readouterr().err  # before any file is read or written
+
+
+# --- each default is stated once ------------------------------------------------------------------
+def _leaves(d: dict, out: dict) -> dict:
+    for k, v in d.items():
+        out[k] = v
+        if isinstance(v, dict):
+            _leaves(v, out)
+    return out
+
+
+def _schema_defaults(schema: dict, out: dict) -> dict:
+    for k, sub in schema.get("properties", {}).items():
+        if "default" in sub:
+            out[k] = sub["default"]
+        _schema_defaults(sub, out)
+    return out
+
+
+def _second_defaults(source: str, keys: dict, paths: set[str]) -> list[str]:
+    """Where Python code gives a setting a default of its own: a parameter or a dataclass field of
+    the setting's name with a constant (None, "not given", aside), a dict entry or ``.get`` fallback
+    restating the setting's default, or a default path spelt out."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            positional = a.posonlyargs + a.args
+            pairs = [*zip(positional[len(positional) - len(a.defaults) :], a.defaults), *zip(a.kwonlyargs, a.kw_defaults)]
+            found += [f"{node.lineno}: parameter {arg.arg}={ast.unparse(d)}" for arg, d in pairs
+                      if arg.arg in keys and isinstance(d, ast.Constant) and d.value is not None]  # fmt: skip
+        elif isinstance(node, ast.ClassDef):
+            found += [f"{st.lineno}: field {st.target.id} = {ast.unparse(st.value)}" for st in node.body
+                      if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name) and st.target.id in keys
+                      and isinstance(st.value, ast.Constant) and st.value.value is not None]  # fmt: skip
+        elif isinstance(node, ast.Dict):
+            found += [f"{node.lineno}: {{{k.value!r}: {v.value!r}}}" for k, v in zip(node.keys, node.values)
+                      if isinstance(k, ast.Constant) and k.value in keys
+                      and isinstance(v, ast.Constant) and v.value == keys[k.value]]  # fmt: skip
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" and len(node.args) == 2:
+            if isinstance(node.args[0], ast.Constant) and node.args[0].value in keys and isinstance(node.args[1], ast.Constant | ast.Dict):
+                found.append(f"{node.lineno}: .get({node.args[0].value!r}, {ast.unparse(node.args[1])})")
+        elif isinstance(node, ast.Constant) and node.value in paths:
+            found.append(f"{node.lineno}: the default path {node.value!r}")
+    return found
+
+
+def test_each_default_is_stated_once():
+    """A setting's default lives in its schema (pipeline/config.schema.yaml, pipeline/grid.schema.yaml),
+    or is the trainer's own (icstn.train.TrainConfig); no profile restates it and no pipeline code
+    keeps a second one."""
+    import yaml
+
+    from pipeline import grids, schema
+    from tests.conftest import REPO
+
+    config = _leaves(schema.defaults_of(schema.config_schema()), {})
+    keys = {**_schema_defaults(grids.grid_schema(), {}), **config}
+    paths = {v for v in config.values() if isinstance(v, str) and "/" in v}
+    assert {"cuda_graph", "max_trials", "gpus_per_trial", "batch_size", "iterations", "sigma_px"} <= set(keys)  # the scan sees them
+    restated = []
+    for profile in sorted((REPO / "config").glob("*.yaml")):
+        given = _leaves(yaml.safe_load(profile.read_text()), {})
+        restated += [f"{profile.name}: {k}: {v!r}" for k, v in given.items()
+                     if k in config and v == config[k] and k != "profile"]  # each profile names itself: paper, quick, medium
+    for path in sorted([*(REPO / "pipeline").rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")]):
+        restated += [f"{path.relative_to(REPO)}:{line}" for line in _second_defaults(path.read_text(), keys, paths)]
+    assert restated == []
+
+
+def test_the_scan_finds_a_second_default():
+    keys, paths = {"cuda_graph": True, "pack": "auto"}, {"data/raw"}
+    source = (
+        "def f(cuda_graph=True): ...\n"
+        "class C:\n    pack: str = 'auto'\n"
+        "x = {'cuda_graph': True}\n"
+        "y = s.get('pack', 'auto')\n"
+        "p.add_argument('--raw', default='data/raw')\n"
+        "def g(pack=None, other=3): ...\n"  # None: not given; not a setting
+        "z = s.get('pack', schema.default('pack'))\n"  # the one default, read
+    )
+    assert [line.split(":")[0] for line in _second_defaults(source, keys, paths)] == ["1", "3", "4", "5", "6"]

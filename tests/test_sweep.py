@@ -166,7 +166,7 @@ def test_budget_caps_the_grid(tmp_path):
     grid = grids.load_grid(
         write_grid(tmp_path, "g", iterations=1000), {"iterations": {"mnist": 50}, "seeds": 1, "lr_scale": {"mnist": 10}}
     )
-    assert grid["iterations"] == 50 and grid["seeds"] == [0] and grid["lr_classifier"] == pytest.approx(1.0)
+    assert grid.iterations == 50 and grid.seeds == (0,) and grid.lr_classifier == pytest.approx(1.0)
     trials = grids.expand(grid)
     assert len(trials) == 2 and all(len(t.members) == 1 for t in trials)
     assert len({t.key for t in trials}) == 2

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from icstn.train import Stopped
 from pipeline.progress import Progress
 from pipeline.runner import Context, Reporter, run_trial
 from pipeline.stop import LimitReached
 from pipeline.trial import Trial
+
+if TYPE_CHECKING:
+    from pipeline.grids import Search
 
 
 def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None:
@@ -35,14 +40,14 @@ def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None
             tracker.finish_trial(record, store)
 
 
-def search(trial: Trial, ctx: Context, settings: dict, tracker, search: dict) -> dict:
+def search(trial: Trial, ctx: Context, settings: dict, tracker, search: Search) -> dict:
     """Optuna directly: the same space, validation objective and sampler seed as on Ray Tune."""
     import optuna
 
     stopped = []
 
     def objective(ot):
-        overrides = {k: ot.suggest_float(k, r["low"], r["high"], log=r.get("log", True)) for k, r in search["space"].items()}
+        overrides = {k: ot.suggest_float(k, r["low"], r["high"], log=r.get("log", True)) for k, r in search.space.items()}
         sampled = trial.with_overrides(**overrides)
         record = ctx.store(sampled).record(sampled.key)
         if record is None:
@@ -55,7 +60,7 @@ def search(trial: Trial, ctx: Context, settings: dict, tracker, search: dict) ->
         return record.objective
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
-    study.optimize(objective, n_trials=search["num_samples"])
+    study.optimize(objective, n_trials=search.num_samples)
     if stopped:
-        raise LimitReached(f"the search of {trial.model} stopped at sample {stopped[0] + 1} of {search['num_samples']}")
+        raise LimitReached(f"the search of {trial.model} stopped at sample {stopped[0] + 1} of {search.num_samples}")
     return {**study.best_params, "objective": study.best_value}

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ray import tune
 from ray.tune.search import BasicVariantGenerator, SearchGenerator
@@ -32,6 +33,9 @@ from pipeline.progress import Progress
 from pipeline.runner import UNRECOVERABLE, Context, Reporter, Unrecoverable, run_trial
 from pipeline.stop import Limit, LimitReached
 from pipeline.trial import Trial
+
+if TYPE_CHECKING:
+    from pipeline.grids import Search
 
 FATAL = "fatal"  # the metric a trial reports an error under that no retry mends
 
@@ -284,7 +288,7 @@ def _no_restore_hint(record: logging.LogRecord) -> bool:
     return "Tuner.restore(" not in record.getMessage()
 
 
-def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: dict | None = None):
+def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: Search | None = None):
     """Run ``trials`` on Tune (or, with ``search``, Optuna's samples of the first); returns the ResultGrid."""
     import ray
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -299,7 +303,7 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     quiet_disk_full("ray.train._internal.syncer", "ray.tune.execution.experiment_state")  # its uploads to a full disk fail too
     owned = connect(settings["ray"])
     res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
-    total = len(trials) if search is None else search["num_samples"]
+    total = len(trials) if search is None else search.num_samples
     try:
         check_resources(res)
         param_space = {"ctx": {**ctx.to_dict(), "threads": res["cpu"]}}
@@ -310,10 +314,10 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
         else:
             from ray.tune.search.optuna import OptunaSearch
 
-            space = {k: (tune.loguniform if r.get("log", True) else tune.uniform)(r["low"], r["high"]) for k, r in search["space"].items()}
+            space = {k: (tune.loguniform if r.get("log", True) else tune.uniform)(r["low"], r["high"]) for k, r in search.space.items()}
             param_space |= {"trial": trials[0].to_dict(), "search": space}
             search_config = {"search_alg": _until(_Search(OptunaSearch(seed=0)), ctx.limit), "metric": "objective", "mode": "min",
-                             "num_samples": search["num_samples"]}  # fmt: skip
+                             "num_samples": search.num_samples}  # fmt: skip
         tune_config = tune.TuneConfig(trial_dirname_creator=_dirname, **search_config)
         run_config = tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -348,11 +352,11 @@ def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None
     _tune(trials, ctx, settings, tracker, trials[0].grid)
 
 
-def search(trial: Trial, ctx: Context, settings: dict, tracker, search: dict) -> dict:
+def search(trial: Trial, ctx: Context, settings: dict, tracker, search: Search) -> dict:
     """OptunaSearch on Tune: ``search['num_samples']`` samples of ``trial``, the best by validation error."""
     results = _tune([trial], ctx, settings, tracker, f"{trial.grid}-search", search)
     done = [r for r in results if r.metrics and "done_step" in r.metrics]
-    if len(done) < search["num_samples"]:  # stopped at the limit (or interrupted): no best of some of the samples
-        raise LimitReached(f"the search of {trial.model} stopped with {len(done)} of {search['num_samples']} samples done")
+    if len(done) < search.num_samples:  # stopped at the limit (or interrupted): no best of some of the samples
+        raise LimitReached(f"the search of {trial.model} stopped with {len(done)} of {search.num_samples} samples done")
     best = results.get_best_result(metric="objective", mode="min")
     return {**best.config["search"], "objective": best.metrics["objective"]}

@@ -28,7 +28,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 
 from icstn import experiments  # noqa: E402
-from pipeline import grids, reference, results  # noqa: E402
+from pipeline import grids, reference, results, schema  # noqa: E402
+from pipeline.grids import Grid  # noqa: E402
 from pipeline.report import one_line_errors, paper, save_figure  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
 
@@ -78,13 +79,13 @@ def _spread(points: pd.DataFrame) -> pd.DataFrame:
     return points.groupby("step").value.agg(["mean", "min", "max"]).dropna()
 
 
-def panel(ax, df: pd.DataFrame, grid: dict, theirs: pd.DataFrame | None, budget: tuple[int, bool], ref: tuple | None) -> str:
+def panel(ax, df: pd.DataFrame, grid: Grid, theirs: pd.DataFrame | None, budget: tuple[int, bool], ref: tuple | None) -> str:
     """Draw one table's curves on ``ax`` (``theirs``: the paper's rows, ``paper.paper_rows``; ``budget``:
     ``paper.budget``; ``ref``: ``reference.load``'s); returns its provenance line."""
-    exp = experiments.get(grid["experiment"])
-    sigma = shown_sigma(df, grid["experiment"])
+    exp = experiments.get(grid.experiment)
+    sigma = shown_sigma(df, grid.experiment)
     ours = df[df.sigma_px == sigma]
-    styles = _styles(list(dict.fromkeys([*grid["models"], *ours.model])))  # a model's colour is the same whatever a run trained
+    styles = _styles(list(dict.fromkeys([*grid.models, *ours.model])))  # a model's colour is the same whatever a run trained
     drawn = set(ours.model)  # the reference's and the paper's points of these models
     for model, label, points in _series(ours):
         s, style = _spread(points), styles[model]
@@ -105,7 +106,7 @@ def panel(ax, df: pd.DataFrame, grid: dict, theirs: pd.DataFrame | None, budget:
     if exp.chance_error is not None:
         ax.axhline(exp.chance_error, color="0.5", ls="--", lw=0.8)
     sigmas = sorted(df.sigma_px.unique())
-    title = grid.get("title", grid["name"]).split(",")[0]
+    title = grid.heading.split(",")[0]
     title += f", σ = {sigma:g} px (of {', '.join(f'{x:g}' for x in sigmas)})" if len(sigmas) > 1 else ""
     ax.set(xscale="log", yscale="log", ylabel=exp.error_label)
     ax.xaxis.set_major_formatter(FuncFormatter(_count))
@@ -157,15 +158,15 @@ def _legend(fig) -> None:
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=4, fontsize=7, frameon=False)
 
 
-def draw(tables: list[tuple[dict, pd.DataFrame]], paper_csv: str | Path | None = None, protocol_csv: str | Path | None = None,
+def draw(tables: list[tuple[Grid, pd.DataFrame]], paper_csv: str | Path | None = None, protocol_csv: str | Path | None = None,
          reference_root: str | Path | None = None):  # fmt: skip
     """The figure of ``tables`` ((grid, results table) each), a panel each in that order, and its
     provenance note."""
     fig, axes = plt.subplots(len(tables), 1, figsize=(9.5, 3.1 * len(tables) + 0.4), sharex=True, squeeze=False)
     notes = []
     for ax, (grid, df) in zip(axes[:, 0], tables):
-        theirs = paper.paper_rows(paper_csv, grid["paper_table"]) if paper_csv and grid.get("paper_table") else None
-        ref = reference.load(grid["name"], reference_root) if reference_root else None
+        theirs = paper.paper_rows(paper_csv, grid.paper_table) if paper_csv and grid.paper_table else None
+        ref = reference.load(grid.name, reference_root) if reference_root else None
         notes.append(panel(ax, df, grid, theirs, paper.budget(grid, protocol_csv), ref))
     axes[-1, 0].set_xlabel("training iterations")
     axes[-1, 0].set_xlim(left=0.8)
@@ -197,8 +198,8 @@ def render(result_paths: list[Path], grid_files: list[Path], out: str | Path, pa
         if path.stem not in by_name:
             raise ValueError(f"{path}: no grid file among --grids is named {path.stem}.yaml; give each results table its grid")
         tables.append((grids.load_grid(by_name[path.stem]), results.read(path)))
-    if any(g.get("paper_table") for g, _ in tables):
-        tables = sorted([(g, df) for g, df in tables if g.get("paper_table")], key=lambda t: t[0]["paper_table"])
+    if any(g.paper_table for g, _ in tables):
+        tables = sorted([(g, df) for g, df in tables if g.paper_table], key=lambda t: t[0].paper_table)
     fig, note = draw(tables, paper_csv, protocol_csv, reference_root)
     return save_figure(fig, Path(out), NAME, note)
 
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", nargs="+", required=True)
     parser.add_argument("--grids", nargs="+", required=True, help="the grid file of each results table")
-    parser.add_argument("--paper", default="config/paper_results.csv")
+    parser.add_argument("--paper", default=schema.default("paper_results"))
     parser.add_argument("--protocol", default="config/protocol.csv", help="says where the paper states its budget")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (their points beside ours)")
     parser.add_argument("--out", default="reports/figures")

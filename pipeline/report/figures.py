@@ -24,8 +24,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from icstn import data, experiments, noise, warps  # noqa: E402
-from pipeline import reference, results  # noqa: E402
-from pipeline.grids import GridError  # noqa: E402
+from pipeline import reference, results, schema  # noqa: E402
+from pipeline.grids import Grid, GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
 from pipeline.report import one_line_errors, save_figure  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
@@ -58,28 +58,28 @@ def figure(name: str, experiment: str, caption: str, models: tuple[str, ...] = (
     return register
 
 
-def check_figures(grid: dict, source: str) -> None:
+def check_figures(grid: Grid, source: str) -> None:
     """GridError, before any compute, for a figure the grid cannot draw."""
-    for i, name in enumerate(grid.get("figures", [])):
+    for i, name in enumerate(grid.figures):
         key = f"{source}: key 'figures.{i}': bad value {name!r}"
         spec = FIGURES.get(name)
         if spec is None:
             raise GridError(f"{key}; allowed: {sorted(FIGURES, key=lambda n: int(n[3:]))}")
-        if spec.experiment != grid["experiment"]:
-            raise GridError(f"{key}: {name} draws the {spec.experiment} experiment, and this grid trains {grid['experiment']}")
-        missing = [m for m in spec.models if m not in grid["models"]]
+        if spec.experiment != grid.experiment:
+            raise GridError(f"{key}: {name} draws the {spec.experiment} experiment, and this grid trains {grid.experiment}")
+        missing = [m for m in spec.models if m not in grid.models]
         if missing:
             raise GridError(f"{key}: {name} draws {list(spec.models)}, and the grid's 'models' lacks {missing}")
 
 
-def figure_owners(grids_by_name: dict[str, dict], files: dict[str, Path]) -> dict[str, str]:
+def figure_owners(grids_by_name: dict[str, Grid], files: dict[str, Path]) -> dict[str, str]:
     """figure -> the one grid that draws it; GridError, naming the grid's file, for a figure a grid
     cannot draw or two grids claim."""
     owners: dict[str, str] = {}
     for name, grid in grids_by_name.items():
         source = str(files[name])
         check_figures(grid, source)
-        for fig in grid.get("figures", []):
+        for fig in grid.figures:
             if fig in owners:
                 raise GridError(f"{source}: key 'figures': {fig} is already drawn by grid {owners[fig]!r}; a figure belongs to one grid")
             owners[fig] = name
@@ -306,7 +306,7 @@ def render(results_path, data_root, out, figures: list[str], with_summary: bool 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True)
-    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--data", default=schema.default("data", "processed"))
     parser.add_argument("--out", default="reports/figures")
     parser.add_argument("--figures", nargs="*", default=[], choices=sorted(FIGURES))
     parser.add_argument("--summary", action="store_true", help="the grid's summary figure (reports/figures/<grid>.png)")

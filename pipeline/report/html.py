@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from icstn import experiments
-from pipeline import grids, reference, results
+from pipeline import grids, reference, results, schema
 from pipeline.files import write_text
 from pipeline.report import agreement, curves, one_line_errors, tables
 from pipeline.report import figures as figures_
@@ -139,13 +139,13 @@ def render(
     cards = []
     for name, table in built.items():
         if "paper" in table:
-            title = grid_of[name].get("title", name).split(":")[0]
+            title = grid_of[name].heading.split(":")[0]
             cards.append((name, title, table, frames[name]))
             if refs.get(name):  # the committed GPU run, scored alone
                 cards.append((name, f"{title} reference (GPU)", tables.build(refs[name][0], grid_of[name], paper_csv), refs[name][0]))
     parts.append(_scorecard(cards))
     facts = {name: reference.facts_of(name, reference_root) for name in frames} if reference_root else {}
-    grown = [reference.progress(f, grid_of[name].get("title", name).split(":")[0]) for name, f in facts.items() if f]
+    grown = [reference.progress(f, grid_of[name].heading.split(":")[0]) for name, f in facts.items() if f]
     if grown:  # how far each reference has got: its cells are judged at that budget
         parts.append("<p>" + "<br>".join(html.escape(line) for line in grown) + "</p>")
     prov = _provenance(list(frames.values()), data_root)
@@ -160,12 +160,12 @@ def render(
         parts.append("<h2 id='learning-curves'>Learning curves</h2>" + _figure(learning, curves.CAPTION, out))
     for name, df in frames.items():
         grid = grid_of[name]
-        table = tables.formatted(built[name], grid)
-        parts.append(f"<h2 id='{name}'>{html.escape(grid.get('title', name))}</h2>")
+        table = tables.formatted(built[name], grid.experiment)
+        parts.append(f"<h2 id='{name}'>{html.escape(grid.heading)}</h2>")
         parts.append(table.to_html(index=False, escape=True))
         links = [f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex")]
         parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: {', '.join(links)}</p>")
-        for fig in [name, *grid.get("figures", [])]:
+        for fig in [name, *grid.figures]:
             caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
             if fig in FIGURES and figures_.learnt_from(name, FIGURES[fig], reference_root):
                 caption += f" Drawn from the trained models of the {reference.note(refs[name][1])}, not this run's."
@@ -184,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", nargs="+", required=True)
     parser.add_argument("--grids", nargs="+", required=True, help="the grid file of each results table")
-    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--data", default=schema.default("data", "processed"))
     parser.add_argument("--figures", default="reports/figures")
     parser.add_argument("--tables", default="reports/tables")
-    parser.add_argument("--paper", default="config/paper_results.csv")
+    parser.add_argument("--paper", default=schema.default("paper_results"))
     parser.add_argument("--out", default="reports/index.html")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     a = parser.parse_args(argv)

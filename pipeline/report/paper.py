@@ -4,8 +4,12 @@ of its protocol (``config/protocol.csv``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from pipeline.grids import Grid
 
 
 def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
@@ -16,13 +20,13 @@ def paper_rows(paper_csv: str | Path, table: int) -> pd.DataFrame:
     return paper.rename(columns={"value": "paper", "capacity": "paper_capacity"})[["model", "sigma_px", "paper", "paper_capacity"]]
 
 
-def budget(grid: dict, protocol_csv: str | Path | None) -> tuple[int, bool]:
+def budget(grid: Grid, protocol_csv: str | Path | None) -> tuple[int, bool]:
     """The iterations the paper's values stand at: the grid's own (the paper profile's; a profile's
     budget only lowers them), and whether the paper states them (the protocol's 'iterations' row of
     the grid's experiment is labelled paper; where it is not, or there is no protocol, they are ours)."""
     stated = False
     if protocol_csv is not None and Path(protocol_csv).is_file():
         protocol = pd.read_csv(protocol_csv)
-        row = protocol[(protocol.experiment == grid["experiment"]) & (protocol.key == "iterations")]
+        row = protocol[(protocol.experiment == grid.experiment) & (protocol.key == "iterations")]
         stated = not row.empty and row.label.iloc[0] == "paper"
-    return int(grid["iterations"]), stated
+    return int(grid.iterations), stated

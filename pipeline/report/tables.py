@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from icstn import experiments
-from pipeline import grids, reference, results
+from pipeline import grids, reference, results, schema
+from pipeline.grids import Grid
 from pipeline.report import agreement, one_line_errors
 from pipeline.report.paper import paper_rows
 
@@ -37,26 +38,26 @@ def summarize(df: pd.DataFrame, metric: str = "test_error", upper: float = math.
     return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "dead", "se", "pi_low", "pi_high"])
 
 
-def build(df: pd.DataFrame, grid: dict, paper_csv: str | Path | None, ref: pd.DataFrame | None = None) -> pd.DataFrame:
+def build(df: pd.DataFrame, grid: Grid, paper_csv: str | Path | None, ref: pd.DataFrame | None = None) -> pd.DataFrame:
     """The report table of one grid (numbers, not yet formatted), with the agreement columns and,
     where the grid has a reference run (``pipeline.reference``), its mean, std and seeds."""
-    alignment = experiments.is_alignment(grid["experiment"])
+    alignment = experiments.is_alignment(grid.experiment)
     upper = math.inf if alignment else 100.0  # classification errors are percentages
-    chance = experiments.get(grid["experiment"]).chance_error
+    chance = experiments.get(grid.experiment).chance_error
     table = summarize(df, upper=upper, chance=chance)
     if ref is not None:
         on = ["model", "sigma_px", *[k for k in results.SETTINGS[1:] if k in ref and ref[k].nunique() > 1]]
         theirs = summarize(ref, upper=upper, chance=chance)[[*on, "ours_mean", "ours_std", "n_seeds", "dead"]]
         theirs = theirs.rename(columns={"ours_mean": "ref_mean", "ours_std": "ref_std", "n_seeds": "ref_n", "dead": "ref_dead"})
         table = table.merge(theirs, on=on, how="left")
-    order = {m: i for i, m in enumerate(grid["models"])}
-    if grid.get("paper_table") and paper_csv:
-        paper = paper_rows(paper_csv, grid["paper_table"])
+    order = {m: i for i, m in enumerate(grid.models)}
+    if grid.paper_table and paper_csv:
+        paper = paper_rows(paper_csv, grid.paper_table)
         # the paper's noise levels where it has several (Table 1); else its one, whatever ours is in pixels
         on = ["model", "sigma_px"] if paper.sigma_px.nunique() > 1 else ["model"]
         table = agreement.compare(table.merge(paper if len(on) == 2 else paper.drop(columns="sigma_px"), on=on, how="left"))
         if alignment:  # calibration rows: every model sees the same test perturbations
-            first = df[df.model == grid["models"][0]]
+            first = df[df.model == grid.models[0]]
             for metric, label in CALIBRATION.items():
                 if (first.metric == metric).any():
                     table = pd.concat([table, summarize(first, metric).assign(model=label, capacity=0)], ignore_index=True)
@@ -75,10 +76,10 @@ def _ours(mean, std, n, diverged, dead=0) -> str:
     return text + (f", {diverged} diverged" if diverged and n else "") + (f", {dead} dead" if dead else "")
 
 
-def formatted(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
+def formatted(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """Human-readable columns: 'ours' as mean ± std (n seeds), the paper's value, the agreement."""
     out = pd.DataFrame({"model": table.model})
-    alignment = experiments.is_alignment(grid["experiment"])
+    alignment = experiments.is_alignment(experiment)
     if table.sigma_px.nunique() > 1 or alignment:
         out["σ (px)"] = table.sigma_px.map(lambda s: f"{s:g}")
     for key, label in (("noise_warp", "noise"), ("init", "init"), ("lr_geometric", "geometric rate")):
@@ -125,13 +126,13 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
                            column_format="l" + "r" * (len(table.columns) - 1))  # fmt: skip
 
 
-def caption(df: pd.DataFrame, grid: dict) -> str:
-    unit = experiments.get(grid["experiment"]).error_unit
+def caption(df: pd.DataFrame, grid: Grid) -> str:
+    unit = experiments.get(grid.experiment).error_unit
     it = sorted(df.iterations.unique())
     scales = sorted(df.lr_scale.unique()) if "lr_scale" in df else [1.0]
     scaled = "" if scales == [1.0] else f", learning rates x{'/'.join(f'{s:g}' for s in scales)} the grid's (the profile's lr_scale)"
     return (
-        f"{grid.get('title', grid['name'])}. Ours: {unit}, mean ± std over n seeds (diverged runs and dead seeds, "
+        f"{grid.heading}. Ours: {unit}, mean ± std over n seeds (diverged runs and dead seeds, "
         f"which stayed at chance, counted and left out), 95% prediction interval for a single run, t·s·√(1 + 1/n); "
         f"profile {df.profile.iloc[0]}, "
         f"{', '.join(map(str, it))} iterations, batch {df.batch_size.iloc[0]}{scaled}, "
@@ -145,16 +146,16 @@ def render(
     """Write ``<out>/<grid>.{md,csv,tex}``; returns the paths."""
     df = results.read(results_path)
     grid = grids.load_grid(grid_path)
-    ref = reference.load(grid["name"], reference_root) if reference_root else None
-    facts = reference.facts_of(grid["name"], reference_root) if reference_root else None
+    ref = reference.load(grid.name, reference_root) if reference_root else None
+    facts = reference.facts_of(grid.name, reference_root) if reference_root else None
     table = build(df, grid, paper_csv, ref[0] if ref else None)
     # the reference's progress: its column holds only the trials that finished
-    pretty, cap = formatted(table, grid), caption(df, grid) + (f" {reference.note(facts)}." if facts else "")
+    pretty, cap = formatted(table, grid.experiment), caption(df, grid) + (f" {reference.note(facts)}." if facts else "")
     cap += f" {reference.column(ref[0])}." if ref else ""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{grid['name']}.{ext}" for ext in ("md", "csv", "tex")]
-    paths[0].write_text(f"# {grid.get('title', grid['name'])}\n\n" + to_markdown(pretty, cap))
+    paths = [out / f"{grid.name}.{ext}" for ext in ("md", "csv", "tex")]
+    paths[0].write_text(f"# {grid.heading}\n\n" + to_markdown(pretty, cap))
     table.to_csv(paths[1], index=False, float_format="%.4f")
     paths[2].write_text(to_latex(pretty, cap))
     return paths
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True)
     parser.add_argument("--grid", required=True)
-    parser.add_argument("--paper", default="config/paper_results.csv")
+    parser.add_argument("--paper", default=schema.default("paper_results"))
     parser.add_argument("--out", default="reports/tables")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
     args = parser.parse_args(argv)

@@ -81,7 +81,7 @@ def reference_root(wildcards, input):
 
 
 def grid_data(wildcards):
-    return f"{PROCESSED}/{GRIDS[wildcards.grid]['experiment']}/manifest.json"
+    return f"{PROCESSED}/{GRIDS[wildcards.grid].experiment}/manifest.json"
 
 
 def sweep_settings():

@@ -48,7 +48,7 @@ rule grid_figure:
 rule paper_figure:
     input:
         results=lambda wc: f"{RESULTS}/{FIGURE_GRID[wc.fig]}.parquet",
-        data=lambda wc: f"{PROCESSED}/{GRIDS[FIGURE_GRID[wc.fig]]['experiment']}/manifest.json",
+        data=lambda wc: f"{PROCESSED}/{GRIDS[FIGURE_GRID[wc.fig]].experiment}/manifest.json",
     output:
         report(
             f"{REPORTS}/figures/{{fig}}.png",
@@ -109,7 +109,7 @@ rule report:
         paper=config["paper_results"],
         data=expand(
             f"{PROCESSED}/{{exp}}/manifest.json",
-            exp=sorted({g["experiment"] for g in GRIDS.values()}),
+            exp=sorted({g.experiment for g in GRIDS.values()}),
         ),
     output:
         report(
