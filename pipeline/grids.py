@@ -24,7 +24,7 @@ from icstn.train import TrainConfig
 from pipeline import schema
 from pipeline.schema import SchemaError
 from pipeline.settings import AUTO_PACK
-from pipeline.trial import TRAIN_KEYS, Member, Trial
+from pipeline.trial import AXES, TRAIN_KEYS, Member, Trial
 
 SCHEMA_PATH = Path(__file__).with_name("grid.schema.yaml")  # shipped with the package
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # a grid's name is its file's stem: a sweep, an experiment, file names
@@ -32,12 +32,6 @@ NAME = re.compile(r"[A-Za-z0-9_-]+")  # a grid's name is its file's stem: a swee
 
 class GridError(SchemaError):
     """A grid file is malformed; the message names the file, the key and what is allowed."""
-
-
-#: The sweep's axes: a model's trials are one per combination of these keys' values (a grid gives
-#: each one value or a list); its members, seeds x noise levels, are trained together in packs.
-#: A new axis is a key of the schema that takes a list, and its name here.
-AXES = ("noise_warp", "init", "lr_geometric")
 
 
 @dataclass(frozen=True)

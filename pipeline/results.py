@@ -27,7 +27,7 @@ import pandas as pd
 from icstn import models
 from pipeline.files import atomic
 from pipeline.store import GridStore
-from pipeline.trial import TrialRecord
+from pipeline.trial import AXES, TrialRecord
 
 COLUMNS = [
     "grid", "experiment", "model", "family", "n_warps_train", "capacity", "member", "seed", "sigma_px", "noise_warp", "split",
@@ -35,7 +35,7 @@ COLUMNS = [
     "lr_scale", "init", "test_samples", "profile", "device", "models_per_step", "cuda_graph", "tf32", "seconds", "trial_key",
     "git_commit", "python", "torch", "ray", "mlflow", "data_fetched_from",
 ]  # fmt: skip
-SETTINGS = ["sigma_px", "noise_warp", "init", "lr_geometric"]  # what a grid may sweep besides models and seeds
+SETTINGS = ["sigma_px", *AXES]  # what a grid may sweep besides models and seeds
 
 
 def rows(record: TrialRecord, profile: str) -> list[dict]:

@@ -14,6 +14,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
+#: The sweep's axes: a model's trials are one per combination of these grid keys' values (a grid
+#: gives each one value or a list); its members, seeds x noise levels, are trained together in
+#: packs. A new axis is a grid key whose schema takes a list, its name here, and its type in
+#: ``pipeline.grids.Grid``.
+AXES = ("noise_warp", "init", "lr_geometric")
 TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "curve_per_decade", "eval_every")
 
 
