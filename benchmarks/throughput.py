@@ -129,7 +129,7 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
         grid = grids.load_grid(path, settings["budget"])
         data, hours = synthetic(grid.experiment), 0.0
         for trial in grids.expand(grid, pack):
-            key = (grid.experiment, trial.model, len(trial.members), grid.batch_size)
+            key = (grid.experiment, trial.model, len(trial.members), trial.train["batch_size"])
             if key not in rates:
                 cfg = models.get_config(grid.experiment, trial.model)
                 rates[key] = rate(trainers_for(cfg, data, key[2], "batched+graph", device, key[3]), steps, warmup)

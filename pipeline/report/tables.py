@@ -135,7 +135,7 @@ def caption(df: pd.DataFrame, grid: Grid) -> str:
         f"{grid.heading}. Ours: {unit}, mean ± std over n seeds (diverged runs and dead seeds, "
         f"which stayed at chance, counted and left out), 95% prediction interval for a single run, t·s·√(1 + 1/n); "
         f"profile {df.profile.iloc[0]}, "
-        f"{', '.join(map(str, it))} iterations, batch {df.batch_size.iloc[0]}{scaled}, "
+        f"{', '.join(map(str, it))} iterations, batch {', '.join(map(str, sorted(df.batch_size.unique())))}{scaled}, "
         f"{', '.join(map(str, sorted(df.test_samples.unique())))} test samples, device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}."
     )
 
