@@ -59,7 +59,7 @@ class Grid:
     lr_geometric_by_family: dict = field(hash=False)  # family -> its own geometric rate, over lr_geometric
     lr_classifier: float
     iterations: int
-    batch_size: int
+    batch_size: tuple[int, ...]
     eval_every: int
     curve_per_decade: int
     test_samples: int | None  # None: the whole test set

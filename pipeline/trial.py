@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 #: gives each one value or a list); its members, seeds x noise levels, are trained together in
 #: packs. A new axis is a grid key whose schema takes a list, its name here, and its type in
 #: ``pipeline.grids.Grid``.
-AXES = ("noise_warp", "init", "lr_geometric")
+AXES = ("noise_warp", "init", "lr_geometric", "batch_size")
 TRAIN_KEYS = ("iterations", "batch_size", "lr_geometric", "lr_classifier", "noise_warp", "curve_per_decade", "eval_every")
 
 

@@ -55,7 +55,7 @@ def test_the_learning_curves_density_defaults_to_the_trainers_and_reaches_each_t
     [
         ({"sigma_px": [float("nan")]}, r"key 'sigma_px.0': bad value nan; allowed: a finite number"),
         ({"lr_geometric": float("inf")}, r"key 'lr_geometric': bad value inf; allowed: a finite number"),
-        ({"batch_size": 200000}, r"key 'batch_size': bad value 200000; allowed: <= 4096"),
+        ({"batch_size": 200000}, r"key 'batch_size': bad value 200000; allowed: an integer >= 1 and <= 4096, or a list of them"),
         ({"iterations": 10**13}, r"key 'iterations': bad value 10000000000000; allowed: <= 10000000"),
         ({"models": ["IC-STN-99999999(b)"]}, r"key 'models.0': unknown mnist model 'IC-STN-99999999\(b\)'.*1 <= N <= 32"),
         ({"test_warps": [100]}, r"key 'test_warps.0': bad value 100; allowed: <= 32"),
@@ -180,7 +180,8 @@ class TestGridSize:
             sweep.sweep(path, tmp_path / "r", tmp_path / "no-data", {"device": "cpu"}, "inline", track=False)
         assert str(caught.value) == (
             f"{path}: 25,000 trials (100,000 models x 20 iterations = 2,000,000 model-iterations) exceed the cap of 2,000 trials "
-            "(config key 'max_trials'); shrink the grid (models, sigma_px, seeds, noise_warp, init, lr_geometric), or lift the cap: "
+            "(config key 'max_trials'); shrink the grid (models, sigma_px, seeds, noise_warp, init, lr_geometric, batch_size), or lift "
+            "the cap: "
             "snakemake --config max_trials=25000 (python -m pipeline.sweep --max-trials 25000)"
         )
         assert not (tmp_path / "r").exists()
@@ -237,3 +238,15 @@ class TestFigures:
     def test_the_papers_grids_draw_every_figure_once(self):
         files = grids.discover(REPO / "config" / "grids", REPO / "config" / "ablations")
         assert sorted(figure_owners({n: grids.load_grid(p) for n, p in files.items()}, files)) == sorted(FIGURES)
+
+
+def test_the_batch_size_is_a_sweep_axis(tmp_path):
+    """A list of batch sizes gives each model a trial per size, labelled by it; one size stays one trial."""
+    grid = load(tmp_path, models=["STN(b)"], seeds=[0], batch_size=[50, 100])
+    trials = grids.expand(grid)
+    assert sorted(t.train["batch_size"] for t in trials) == [50, 100] and len({t.key for t in trials}) == 2
+    assert sorted(t.label for t in trials) == ["STN(b) batch_size=100 σ=3.5 seeds 0", "STN(b) batch_size=50 σ=3.5 seeds 0"]
+    assert grids.size(grid) == (2, 2)
+    assert [t.train["batch_size"] for t in grids.expand(load(tmp_path, name="h", models=["STN(b)"], seeds=[0], batch_size=64))] == [64]
+    with pytest.raises(grids.GridError, match="key 'batch_size"):
+        load(tmp_path, name="i", batch_size=[50, 0])
