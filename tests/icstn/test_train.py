@@ -223,7 +223,7 @@ def test_short_planar_run_beats_unaligned(planar):
 def test_whole_step_runs_without_reading_a_value(experiment, name, noise_warp):
     """What a CUDA graph needs to capture the step: on the meta device (shapes, no data) the whole
     step, backward and update included, runs, so it never reads a value on the host (that
-    raises on meta) nor mixes in a tensor made on another device. Captured in tests/test_cuda.py."""
+    raises on meta) nor mixes in a tensor made on another device. Captured in tests/icstn/test_cuda.py."""
     t = Trainer(
         models.get_config(experiment, name),
         TrainConfig(batch_size=8, noise_warp=noise_warp),

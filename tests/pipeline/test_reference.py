@@ -10,8 +10,8 @@ import pytest
 
 from pipeline import reference, sweep
 from pipeline.stop import Limit
-from tests import test_stop as stops
 from tests.conftest import REPO
+from tests.workflow import test_stop as stops
 
 COMMITTED = REPO / "reports" / "reference" / "table2"
 TIMING = ["seconds", "device", "git_commit"]  # how long a run took, and where: the rest must be bit for bit
