@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):

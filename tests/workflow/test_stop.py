@@ -24,6 +24,8 @@ from tests.conftest import REPO
 from tests.workflow.test_attack import ALIGN, mini_workflow, runs_of, snakemake, sweep_cli
 from tests.workflow.test_sweep import TINY
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 GRID = TINY  # the sweep tests' tiny MNIST grid: two models, two seeds, 20 iterations
 PROVENANCE = ["seconds", "device"]  # how long and on how many threads (a Ray trial's one, the inline executor's all)
 

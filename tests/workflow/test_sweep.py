@@ -16,6 +16,8 @@ import yaml
 from pipeline import grids, settings, sweep
 from tests.conftest import REPO, fetched_from
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 TINY = {
     "experiment": "mnist",
     "models": ["IC-STN-2(b)", "CNN(b)"],
