@@ -21,8 +21,8 @@ from pipeline import sweep
 from pipeline.stop import Limit, parse_duration
 from pipeline.store import GridStore
 from tests.conftest import REPO
+from tests.pipeline.test_grids import TINY
 from tests.workflow.test_attack import ALIGN, mini_workflow, runs_of, snakemake, sweep_cli
-from tests.workflow.test_sweep import TINY
 
 pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
 
