@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the throughput work, in one run of about 5 minutes on an H100/H200:
-#   1. tests/test_cuda.py: the captured fast path equals the plain path and the CPU;
+#   1. tests/icstn/test_cuda.py: the captured fast path equals the plain path and the CPU;
 #   2. benchmarks.throughput: the plain path against the fast path, K in {1, 3, 12, 32, 128}, for
 #      IC-STN-4(a), STN(a) and the GTSRB IC-STN-4, with a profile of the top kernels, and the
 #      batched-GEMM convolution against cuDNN's grouped one (icstn.layers.CONV) in one run;
@@ -15,7 +15,7 @@
 # DEVICE=cpu STEPS=1 WARMUP=1 dry-runs the plumbing on a CPU (graph modes and MPS are then skipped).
 #
 # `benchmarks/device_check.sh conv` runs the convolution decision instead, in at most 8 minutes:
-# the CUDA tests of the Triton convolution (tests/test_cuda.py -k triton), then
+# the CUDA tests of the Triton convolution (tests/icstn/test_cuda.py -k triton), then
 # benchmarks.conv_decision (kernels and end-to-end steps; its table lands in $OUT/conv_table.txt).
 # Without CUDA the decision says so in one line.
 set -uo pipefail
@@ -36,8 +36,8 @@ $PY -c "import jsonschema" 2>/dev/null || $PY -m pip install -q --no-index --fin
 
 if [ "$PART" = conv ]; then
   if [ "$DEVICE" != cpu ]; then
-    echo "== tests/test_cuda.py -k triton" | tee -a "$LOG"
-    timeout 110 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k triton >>"$LOG" 2>&1
+    echo "== tests/icstn/test_cuda.py -k triton" | tee -a "$LOG"
+    timeout 110 $PY -m pytest -q -p no:cacheprovider tests/icstn/test_cuda.py -k triton >>"$LOG" 2>&1
     echo "exit $?" | tee -a "$LOG"
     tail -n 3 "$LOG"
   fi
@@ -51,8 +51,8 @@ if [ "$PART" = conv ]; then
 fi
 
 if [ "$DEVICE" != cpu ]; then
-  echo "== tests/test_cuda.py" | tee -a "$LOG"
-  timeout 100 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py >>"$LOG" 2>&1
+  echo "== tests/icstn/test_cuda.py" | tee -a "$LOG"
+  timeout 100 $PY -m pytest -q -p no:cacheprovider tests/icstn/test_cuda.py >>"$LOG" 2>&1
   echo "exit $?" | tee -a "$LOG"
   tail -n 3 "$LOG"
 fi

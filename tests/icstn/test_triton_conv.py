@@ -6,7 +6,7 @@ The interpreter runs every kernel program in Python, about a millisecond per til
 and the FMA path loops over every tap of every channel: the shapes are small, and the gradients
 use small kernels (a 7x7 input gradient of 8 channels takes 20 s here). It ignores TF32, accepts
 code the compiler refuses (hence the compile test), and measures nothing: the TF32 tolerances and
-the GPU checks are in tests/test_cuda.py, the speed in benchmarks/conv_decision.py.
+the GPU checks are in tests/icstn/test_cuda.py, the speed in benchmarks/conv_decision.py.
 """
 
 import importlib.util

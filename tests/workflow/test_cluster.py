@@ -15,6 +15,8 @@ import yaml
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 RAY = str(Path(sys.executable).parent / "ray")
 MODELS = ["CNN(b)", "STN(b)", "c-STN-1(b)", "IC-STN-2(b)", "IC-STN-4(b)", "IC-STN-6(b)"]
 

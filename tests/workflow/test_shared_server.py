@@ -18,6 +18,8 @@ import yaml
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 TINY = {  # the smallest planar grid: a few seconds of a sweep's time go to training
     "experiment": "planar",
     "models": ["c-STN-1"],

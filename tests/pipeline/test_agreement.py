@@ -101,6 +101,7 @@ def test_cells_at_chance_are_counted_and_left_out_of_tau():
     assert agreement.scorecard(t)["at_chance"] is None  # an alignment table has no chance level
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_the_chance_levels_are_the_test_sets_commonest_class(data_root, gtsrb_root):
     from icstn import data, experiments
 

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline import reference, sweep
 from pipeline.stop import Limit
-from tests import test_stop as stops
 from tests.conftest import REPO
+from tests.workflow import test_stop as stops
 
 COMMITTED = REPO / "reports" / "reference" / "table2"
 TIMING = ["seconds", "device", "git_commit"]  # how long a run took, and where: the rest must be bit for bit
@@ -77,6 +77,7 @@ def test_a_longer_budget_continues_the_references_finished_trials(tmp_path, data
     assert sorted(r["iterations"] for r in records) == [20, 20] and all(r["continued_from"]["step"] == 10 for r in records)
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_a_reference_over_its_cap_is_refused(tmp_path, data_root, uninterrupted, monkeypatch):
     monkeypatch.setattr(reference, "MAX_BYTES", 2**16)
     out = tmp_path / "grown.tar.gz"

@@ -19,6 +19,8 @@ import yaml
 
 from tests.conftest import REPO, data_env, fetched_from
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 TINY = {
     "profile": "tiny",
     "budget": {

@@ -21,8 +21,10 @@ from pipeline import sweep
 from pipeline.stop import Limit, parse_duration
 from pipeline.store import GridStore
 from tests.conftest import REPO
-from tests.test_attack import ALIGN, mini_workflow, runs_of, snakemake, sweep_cli
-from tests.test_sweep import TINY
+from tests.pipeline.test_grids import TINY
+from tests.workflow.test_attack import ALIGN, mini_workflow, runs_of, snakemake, sweep_cli
+
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
 
 GRID = TINY  # the sweep tests' tiny MNIST grid: two models, two seeds, 20 iterations
 PROVENANCE = ["seconds", "device"]  # how long and on how many threads (a Ray trial's one, the inline executor's all)

@@ -11,30 +11,12 @@ import time
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 
-from pipeline import grids, settings, sweep
+from pipeline import grids, sweep
 from tests.conftest import REPO, fetched_from
+from tests.pipeline.test_grids import write_grid
 
-TINY = {
-    "experiment": "mnist",
-    "models": ["IC-STN-2(b)", "CNN(b)"],
-    "seeds": [0, 1],
-    "iterations": 20,
-    "batch_size": 20,
-    "lr_geometric": 0.001,
-    "lr_classifier": 0.1,
-    "eval_every": 10,
-    "test_samples": 100,
-    "test_warps": [3],
-}
-
-
-def write_grid(folder, name, **changes):
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**TINY, **changes}))
-    return path
-
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
@@ -127,31 +109,6 @@ def test_a_swept_setting_tells_runs_and_progress_lines_apart(tmp_path, data_root
     assert names == ["STN(b) noise_warp=affine seed=0 sigma=3.5", "STN(b) noise_warp=homography seed=0 sigma=3.5"]
 
 
-@pytest.mark.parametrize(
-    "changes,message",
-    [
-        ({"sigma_px": [-1]}, r"key 'sigma_px.0': bad value -1; allowed: >= 0"),
-        ({"test_warps": [0]}, r"key 'test_warps.0': bad value 0; allowed: >= 1"),
-        ({"models": []}, r"key 'models': bad value \[\]; allowed: a list of at least 1"),
-        ({"models": ["ResNet"]}, r"key 'models.0': unknown mnist model 'ResNet'; allowed: \['CNN\(a\)'"),
-        ({"learning_rate": 0.1}, r"unknown key 'learning_rate'; allowed keys: \[.*'lr_classifier'"),
-        ({"noise_warp": "projective"}, r"key 'noise_warp': bad value 'projective'; allowed: one of \['translation'"),
-        ({"experiment": "svhn"}, r"key 'experiment': bad value 'svhn'; allowed: \['planar', 'mnist', 'gtsrb'\]"),
-    ],
-)
-def test_malformed_grid_names_file_and_key(tmp_path, changes, message):
-    grid = write_grid(tmp_path, "bad", **changes)
-    with pytest.raises(grids.GridError, match=f"{grid}: {message}"):
-        grids.load_grid(grid)
-
-
-def test_yaml_syntax_error_names_the_file(tmp_path):
-    grid = tmp_path / "broken.yaml"
-    grid.write_text("experiment: mnist\nmodels: [CNN(a)\n")
-    with pytest.raises(grids.GridError, match=f"{grid}: not valid YAML"):
-        grids.load_grid(grid)
-
-
 def test_cli_fails_before_compute(tmp_path):
     grid = write_grid(tmp_path, "bad", sigma_px=[-2])
     out = subprocess.run(
@@ -160,28 +117,6 @@ def test_cli_fails_before_compute(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2 and "sigma_px.0" in out.stderr
     assert not (tmp_path / "r").exists()
-
-
-def test_budget_caps_the_grid(tmp_path):
-    grid = grids.load_grid(
-        write_grid(tmp_path, "g", iterations=1000), {"iterations": {"mnist": 50}, "seeds": 1, "lr_scale": {"mnist": 10}}
-    )
-    assert grid.iterations == 50 and grid.seeds == (0,) and grid.lr_classifier == pytest.approx(1.0)
-    trials = grids.expand(grid)
-    assert len(trials) == 2 and all(len(t.members) == 1 for t in trials)
-    assert len({t.key for t in trials}) == 2
-
-
-def test_models_per_trial_follows_config_and_device(tmp_path):
-    grid = grids.load_grid(write_grid(tmp_path, "g", models=["CNN(b)"], seeds=list(range(5)), sigma_px=[1.0, 2.0]))
-    sizes = lambda pack: [len(t.members) for t in grids.expand(grid, pack)]  # noqa: E731
-    assert sizes(settings.models_per_trial("auto", "cpu")) == [4, 3, 3]  # 10 members, the fewest balanced trials
-    assert sizes(settings.models_per_trial("auto", "cuda:0")) == [10]
-    assert sizes(settings.models_per_trial(3, "cuda")) == [3, 3, 2, 2]
-    members = [m for t in grids.expand(grid, 4) for m in t.members]
-    assert len(members) == 10 and len({(m.seed, m.sigma_px) for m in members}) == 10
-    with pytest.raises(settings.SettingsError, match="config key 'pack': expected 'auto' or an integer >= 1, got 'many'"):
-        settings.models_per_trial("many", "cpu")
 
 
 def test_optuna_search_records_best(tmp_path, store, data_root, ray_runtime):

@@ -23,6 +23,8 @@ import yaml
 from pipeline import fetch, prepare, sweep
 from tests.conftest import REPO, data_env
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 ALIGN = {  # one small planar grid: about 100 iterations a second on one core
     "experiment": "planar",
     "models": ["c-STN-1"],

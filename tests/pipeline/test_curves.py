@@ -128,6 +128,7 @@ class TestFigure:
         assert 88.65 in dashed and not [line for line in fig.axes[0].get_lines() if line.get_color() == "0.5"]
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_the_command_writes_png_and_pdf_from_results_tables(tmp_path):
     paths = []
     for name, df in three_tables().items():

@@ -21,6 +21,8 @@ import yaml
 from pipeline import sweep
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 GRID = {
     "experiment": "mnist",
     "models": ["IC-STN-2(b)"],

@@ -41,6 +41,7 @@ def test_batched_equals_single(mnist, name):
         assert together.losses[-1][1][k] == pytest.approx(alone.losses[-1][1][0], abs=1e-5)
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_same_seed_same_numbers(mnist):
     runs = [trainer(mnist, seeds=(3,)) for _ in range(2)]
     results = [t.fit() for t in runs]
@@ -50,6 +51,7 @@ def test_same_seed_same_numbers(mnist):
     assert other.fit() != results[0]
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_resume_equals_uninterrupted(mnist, tmp_path):
     straight = trainer(mnist, iterations=6)
     straight.fit()
@@ -71,6 +73,7 @@ def same_state(a: Trainer, b: Trainer) -> bool:
     return weights and sa["optimizer"] == sb["optimizer"] and a.step == b.step and a.losses == b.losses
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_a_stopped_fit_checkpoints_and_continues_exactly(mnist, tmp_path):
     straight = trainer(mnist, iterations=6)
     final = straight.fit()
@@ -91,6 +94,7 @@ def test_a_stopped_fit_checkpoints_and_continues_exactly(mnist, tmp_path):
     assert resumed.fit() == final and same_state(resumed, straight)
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_a_longer_budget_continues_a_finished_run_exactly(mnist, tmp_path):
     scratch = trainer(mnist, iterations=60, log_every=4)
     final = scratch.fit()
@@ -188,6 +192,7 @@ def test_alignment_outputs(mnist):
     assert (var >= 0).all() and mean.max() <= 1
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_short_mnist_run_learns(mnist):
     t = trainer(mnist, "IC-STN-2(b)", iterations=300, batch_size=100, log_every=25)
     result = t.fit()[0]
@@ -196,6 +201,7 @@ def test_short_mnist_run_learns(mnist):
     assert result["test_error"] < 50.0  # chance is 90 %
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_short_planar_run_beats_unaligned(planar):
     t = trainer(
         planar,
@@ -223,7 +229,7 @@ def test_short_planar_run_beats_unaligned(planar):
 def test_whole_step_runs_without_reading_a_value(experiment, name, noise_warp):
     """What a CUDA graph needs to capture the step: on the meta device (shapes, no data) the whole
     step, backward and update included, runs, so it never reads a value on the host (that
-    raises on meta) nor mixes in a tensor made on another device. Captured in tests/test_cuda.py."""
+    raises on meta) nor mixes in a tensor made on another device. Captured in tests/icstn/test_cuda.py."""
     t = Trainer(
         models.get_config(experiment, name),
         TrainConfig(batch_size=8, noise_warp=noise_warp),
@@ -275,6 +281,7 @@ class TestEvalSteps:
             log_steps(100, -1)
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_the_learning_curve_is_recorded_at_its_steps_and_survives_a_checkpoint(mnist, tmp_path):
     seen = []
 

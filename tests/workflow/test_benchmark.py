@@ -11,6 +11,8 @@ import yaml
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 
 def run(*args) -> list[dict]:
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--device", "cpu", "--steps", "2", "--warmup", "1", *args]

@@ -6,6 +6,8 @@ import pytest
 from icstn import data, models, warps
 from icstn.train import TrainConfig, Trainer
 
+pytestmark = pytest.mark.slow  # trains three models per test: minutes on 2 cores
+
 SIGMAS = [2.5, 5.0, 7.5, 10.0]
 MODELS = ["c-STN-1", "IC-STN-2", "IC-STN-4"]  # N = 1, 2, 4
 

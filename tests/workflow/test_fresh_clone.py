@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
+
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
@@ -33,12 +35,12 @@ def test_collects_and_checks_capacities_without_anything_beside_it(clone):
     collected = pytest_in(clone, "--collect-only", "-q")
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-2000:]
     assert "error" not in collected.stdout.lower().split("\n")[-2]
-    capacities = pytest_in(clone, "-q", "tests/test_models.py", "-k", "capacity or registered")
+    capacities = pytest_in(clone, "-q", "tests/icstn/test_models.py", "-k", "capacity or registered")
     assert capacities.returncode == 0 and " passed" in capacities.stdout, capacities.stdout[-3000:]
 
 
 def test_without_a_mirror_data_tests_skip_naming_the_variable(clone):
-    out = pytest_in(clone, "-q", "-rs", "tests/test_data.py::test_planar_prepared")
+    out = pytest_in(clone, "-q", "-rs", "tests/icstn/test_data.py::test_planar_prepared")
     assert out.returncode == 0, out.stdout[-3000:]
     # offline: skipped, saying how to give it data; with a network the official sources serve it
     assert ("1 skipped" in out.stdout and "ICSTN_DATA_MIRROR" in out.stdout) or "1 passed" in out.stdout, out.stdout[-3000:]

@@ -118,6 +118,7 @@ def test_truncated_zip_is_named(gtsrb_root, tmp_path):
     assert not (tmp_path / "out" / "gtsrb").exists()
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_archive_with_missing_member_is_named(gtsrb_root, tmp_path):
     raw = _gtsrb_raw_copy(gtsrb_root, tmp_path)
     target = raw / "gtsrb" / "GTSRB_Final_Test_GT.zip"

@@ -32,6 +32,7 @@ def test_capacity_equals_paper(key, expected):
     assert models.capacity(models.get_config(*key)) == expected
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_cli_csv_agrees_with_paper():
     out = subprocess.run(
         [sys.executable, "-m", "icstn", "models", "--format", "csv"], cwd=REPO, capture_output=True, text=True, check=True
@@ -114,6 +115,7 @@ class TestAlignNet:
             net(source, p[0])
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_conv_gemm_equals_the_grouped_convolution():
     """K models' convolutions as one batched matmul: the grouped convolution's values and gradients."""
     from icstn.layers import conv_gemm
@@ -152,6 +154,7 @@ def test_a_model_trains_alike_with_either_convolution(monkeypatch):
     assert all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(grads_a, grads_b))
 
 
+@pytest.mark.slow  # trains, or prepares data: seconds to minutes on 2 cores
 def test_cli_trains_a_model_with_the_init_it_names(data_root, tmp_path):
     def train(*extra):
         cmd = [sys.executable, "-m", "icstn", "train", "--experiment", "mnist", "--model", "CNN(b)", "--iterations", "3",

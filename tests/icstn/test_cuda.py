@@ -115,7 +115,7 @@ def test_tf32_stays_close():
 
 
 # The Triton convolution (icstn.triton_conv): each direction against cuDNN's grouped convolution,
-# then the training step with it. tests/test_triton_conv.py checks the kernels' arithmetic on a CPU.
+# then the training step with it. tests/icstn/test_triton_conv.py checks the kernels' arithmetic on a CPU.
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the CUDA build of torch ships it)")
 SHAPES = list(conv_shapes())  # (C, C', kh, kw, H, W) of IC-STN-4(a)'s and the GTSRB IC-STN-4's convolutions
 

@@ -1,0 +1,1 @@
+"""The tests: tests/icstn (the library), tests/pipeline (its modules), tests/workflow (end to end)."""

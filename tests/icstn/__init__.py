@@ -1,0 +1,1 @@
+"""Tests of the icstn library: pure PyTorch, no orchestration."""
