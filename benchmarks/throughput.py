@@ -115,10 +115,9 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
     import yaml
 
     from pipeline import grids
-    from pipeline.schema import config_schema, defaults_of
-    from pipeline.settings import merge, models_per_trial
+    from pipeline.settings import merge, models_per_trial, with_defaults
 
-    settings = merge(defaults_of(config_schema()), yaml.safe_load(config.read_text()))
+    settings = with_defaults(yaml.safe_load(config.read_text()))
     if overlay is not None:
         settings = merge(settings, yaml.safe_load(overlay.read_text()))
     pack = models_per_trial(settings["pack"], device)

@@ -52,10 +52,15 @@ def merge(base: dict, over: dict) -> dict:
 AUTO_GPU_SHARE = 0.125
 
 
+def with_defaults(settings: dict | None) -> dict:
+    """``settings`` over the defaults of ``pipeline/config.schema.yaml``, nothing resolved."""
+    return merge(defaults_of(config_schema()), settings or {})
+
+
 def resolve(settings: dict | None) -> dict:
     """``settings`` over the defaults, ``auto`` resolved: ``device`` is CUDA where torch sees a GPU
     on this machine (the CPU otherwise), and a CUDA trial's ``ray.gpus_per_trial`` is AUTO_GPU_SHARE."""
-    out = merge(defaults_of(config_schema()), settings or {})
+    out = with_defaults(settings)
     if out["device"] == "auto":
         import torch
 

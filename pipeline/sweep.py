@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     config = args.settings
     if args.max_trials is not None:
         config = settings.merge(config, {"max_trials": args.max_trials})
-    config = settings.resolve(config)
+    config = settings.with_defaults(config)  # resolved by sweep(), which a caller may use alone
     if args.cores and not config["ray"]["num_cpus"]:
         config = settings.merge(config, {"ray": {"num_cpus": args.cores}})
     executor = args.executor or config["executor"]

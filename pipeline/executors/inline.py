@@ -47,7 +47,7 @@ def search(trial: Trial, ctx: Context, settings: dict, tracker, search: Search) 
     stopped = []
 
     def objective(ot):
-        overrides = {k: ot.suggest_float(k, r["low"], r["high"], log=r.get("log", True)) for k, r in search.space.items()}
+        overrides = {k: ot.suggest_float(k, r["low"], r["high"], log=r["log"]) for k, r in search.space.items()}
         sampled = trial.with_overrides(**overrides)
         record = ctx.store(sampled).record(sampled.key)
         if record is None:

@@ -314,7 +314,7 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
         else:
             from ray.tune.search.optuna import OptunaSearch
 
-            space = {k: (tune.loguniform if r.get("log", True) else tune.uniform)(r["low"], r["high"]) for k, r in search.space.items()}
+            space = {k: (tune.loguniform if r["log"] else tune.uniform)(r["low"], r["high"]) for k, r in search.space.items()}
             param_space |= {"trial": trials[0].to_dict(), "search": space}
             search_config = {"search_alg": _until(_Search(OptunaSearch(seed=0)), ctx.limit), "metric": "objective", "mode": "min",
                              "num_samples": search.num_samples}  # fmt: skip
@@ -353,7 +353,7 @@ def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None
 
 
 def search(trial: Trial, ctx: Context, settings: dict, tracker, search: Search) -> dict:
-    """OptunaSearch on Tune: ``search['num_samples']`` samples of ``trial``, the best by validation error."""
+    """OptunaSearch on Tune: ``search.num_samples`` samples of ``trial``, the best by validation error."""
     results = _tune([trial], ctx, settings, tracker, f"{trial.grid}-search", search)
     done = [r for r in results if r.metrics and "done_step" in r.metrics]
     if len(done) < search.num_samples:  # stopped at the limit (or interrupted): no best of some of the samples
