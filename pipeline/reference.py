@@ -236,6 +236,27 @@ def unpack(archive: str | Path, into: str | Path = ROOT) -> Path:
     return into / grid
 
 
+# --- the trials a reference holds ----------------------------------------------------------------
+def trials_of(grid: str, root: str | Path = ROOT, config: str | Path = "config") -> list:
+    """The trials a reference's runs trained, as the current code keys them: the grid as ``prepare``
+    writes it (the reference's seeds), at each budget its trials state, packed as on a CPU or a GPU."""
+    from pipeline import grids, settings
+
+    folder = Path(root) / grid
+    facts = facts_of(grid, root) or {}
+    table = pd.read_parquet(folder / f"{grid}.parquet") if (folder / f"{grid}.parquet").is_file() else None
+    seeds = int(table.seed.max()) + 1 if table is not None else 5
+    budgets = {s["iterations"] for s in facts.get("trials", {}).values() if s.get("iterations")} | {facts.get("iterations")} - {None}
+    found = []
+    with tempfile.TemporaryDirectory() as work:
+        for iterations in sorted(budgets):
+            prepare(grid, work, seeds, {"budget": {"iterations": iterations}}, config)
+            config_ = settings.resolve(json.loads((Path(work) / "settings.json").read_text()) | {"device": "cpu"})
+            loaded = grids.load_grid(Path(work) / "grids" / f"{grid}.yaml", config_["budget"])
+            found += [t for device in ("cpu", "cuda") for t in grids.expand(loaded, settings.models_per_trial(config_["pack"], device))]
+    return found
+
+
 # --- what the reports read ---------------------------------------------------------------------
 def load(grid: str, root: str | Path = ROOT) -> tuple[pd.DataFrame, dict] | None:
     """A grid's reference results table and provenance, or None when no trial of it has finished."""

@@ -3,6 +3,7 @@
     <results>/<grid>.parquet                the tidy results table (pipeline.results)
     <results>/<grid>/sweep.json             the last sweep's summary: whether every trial finished, and their keys
     <results>/<grid>/store.json             the store's own id (its MLflow runs carry it)
+    <results>/<grid>/rekeyed.json           trials renamed from an earlier version's keys (``rekey``)
     <results>/<grid>/best.json              a search's best setting
     <results>/<grid>/ray/                   Ray Tune's own records
     <results>/<grid>/cache/<digest>.json    values trials share (an alignment task's linear baseline)
@@ -166,6 +167,59 @@ class GridStore:
                 write_json(path, {"value": compute()})
             return json.loads(path.read_text())["value"]
 
+    # --- keys of an earlier version ------------------------------------------------------------
+    @property
+    def rekey_log(self) -> Path:
+        return self.root / "rekeyed.json"
+
+    def rekeyed(self) -> list[dict]:
+        """Every rename of trials from an earlier version's keys: [{'date', 'keys': {old: new}, 'done'}]."""
+        return json.loads(self.rekey_log.read_text())["migrations"] if self.rekey_log.is_file() else []
+
+    def aliases(self, key: str) -> list[str]:
+        """The keys earlier versions gave trial ``key`` (what its older MLflow runs are tagged with)."""
+        return [old for m in self.rekeyed() for old, new in m["keys"].items() if new == key]
+
+    def rekey(self, keys: dict[str, str]) -> None:
+        """Rename trials ``keys`` (old -> new) everywhere the store names them: their folders, records,
+        continuation markers, the last sweep's summary and the results table. The rename is logged
+        first and every step is idempotent, so an interrupted one completes on the next call."""
+        if not keys:
+            return
+        log = self.rekeyed()
+        pending = next((m for m in log if not m["done"]), None)
+        if pending is None:
+            pending = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "keys": dict(keys), "done": False}
+            log.append(pending)
+        else:
+            pending["keys"] |= keys
+        write_json(self.rekey_log, {"migrations": log})
+        rename = pending["keys"]
+        for old, new in rename.items():
+            if self.folder(new).exists() and self.folder(old).exists():
+                raise ValueError(f"{self.folder(old)} and {self.folder(new)} both hold trial {new}: keep one (delete the other) and rerun")
+            if self.folder(old).exists():
+                self.folder(old).rename(self.folder(new))
+            record = self.folder(new) / "record.json"
+            if record.is_file():
+                write_json(record, json.loads(record.read_text()) | {"key": new})
+            marker = self.folder(new) / "continued.json"
+            if marker.is_file():
+                started = json.loads(marker.read_text())
+                write_json(marker, started | {"trial": rename.get(started["trial"], started["trial"])})
+        if self.summary.is_file():
+            summary = json.loads(self.summary.read_text())
+            write_json(self.summary, summary | {"keys": [rename.get(k, k) for k in summary.get("keys", [])]})
+        if self.table.is_file():
+            import pandas as pd
+
+            table = pd.read_parquet(self.table)
+            table["trial_key"] = table["trial_key"].map(lambda k: rename.get(k, k))
+            with atomic(self.table) as tmp:
+                table.to_parquet(tmp, index=False)
+        pending["done"] = True
+        write_json(self.rekey_log, {"migrations": log})
+
     # --- what a compact copy keeps (a reference, pipeline.reference) ----------------------------
     #: a trial's files that say what it gave and what a run continues from: its record, its figures'
     #: arrays, its checkpoint or final state, where it started; not its members' copies or its lock
@@ -184,5 +238,5 @@ class GridStore:
         return any(p.name in ("checkpoint.pt", "final.pt") for p in self.essentials(key))
 
     def shared(self) -> list[Path]:
-        """The grid's files that are no trial's: the last sweep's summary and the values trials share."""
-        return [p for p in [self.summary, *sorted(self.root.glob("cache/*.json"))] if p.is_file()]
+        """The grid's files that are no trial's: the last sweep's summary, its renames and the values trials share."""
+        return [p for p in [self.summary, self.rekey_log, *sorted(self.root.glob("cache/*.json"))] if p.is_file()]

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 from icstn import data
-from pipeline import executors, files, grids, interrupt, results, schema, search, settings, tracking
+from pipeline import executors, files, grids, interrupt, migrate, results, schema, search, settings, tracking
 from pipeline.files import write_json
 from pipeline.provenance import git_commit
 from pipeline.runner import Context, Unrecoverable, check_checkpoint
@@ -104,6 +104,10 @@ def check_space(ctx: Context, config: dict, track: bool) -> None:
 def _run(grid: grids.Grid, trials: list[Trial], ctx: Context, config: dict, backend, tracker, summary: dict) -> Path:
     store = GridStore(ctx.results, grid.name)
     start = time.perf_counter()
+    renamed = migrate.upgrade(store, trials)
+    if renamed:
+        print(f"{grid.name}: {len(renamed)} trial{'s' * (len(renamed) != 1)} stored under an earlier version's keys, renamed to the "
+              f"current ones ({store.rekey_log})", file=sys.stderr, flush=True)  # fmt: skip
     try:
         if grid.search is not None:
             best = search.best_settings(grid, trials, ctx, config, backend, tracker)

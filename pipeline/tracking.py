@@ -29,6 +29,7 @@ SWEEP_KEY = "icstn.sweep_key"
 CURVES = ("train_loss", "test_error")  # a training log's metric, and an evaluation's (the learning curve)
 STORE_KEY = "icstn.store"  # the results store's id (GridStore.identity)
 STORE_PATH = "icstn.store_path"  # host:folder of that store, for a person telling checkouts apart
+BATCH = 1000  # the most metrics MLflow takes in one log_batch
 
 
 class TrackingError(RuntimeError):
@@ -158,12 +159,33 @@ class Tracker:
         found = self.client.search_runs([self.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
         return found[0] if found else None
 
+    def _earlier_run(self, trial: Trial, k: int):
+        """Member k's run made under an earlier version's key of its trial (``GridStore.aliases``), or, in a
+        local store, before runs carried the store's id; tagged with the current ones. None if there is none."""
+        for old in self.store.aliases(trial.key):
+            found = self._search(RUN_KEY, trial.member_key(k, old))
+            if found is not None:
+                break
+        else:
+            found = None
+            if self.uri.startswith("sqlite:///"):  # one checkout's own store: an untagged run can be no other store's
+                for key in [trial.member_key(k), *(trial.member_key(k, old) for old in self.store.aliases(trial.key))]:
+                    query = f"tags.`{RUN_KEY}` = '{key}'"
+                    runs = self.client.search_runs([self.experiment_id], query, order_by=["attributes.start_time DESC"])
+                    found = next((r for r in runs if STORE_KEY not in r.data.tags), None)
+                    if found is not None:
+                        break
+        if found is not None:
+            tags = {RUN_KEY: trial.member_key(k), STORE_KEY: self.store_id, STORE_PATH: self.tags[STORE_PATH]}
+            self.client.log_batch(found.info.run_id, tags=[_tag(k, v) for k, v in tags.items()])
+        return found
+
     def start_trial(self, trial: Trial) -> None:
         """Find or create the child run of every member of a trial (a search trial's tagged split=validation)."""
         ids = []
         for k, member in enumerate(trial.members):
             key = trial.member_key(k)
-            existing = self._search(RUN_KEY, key)
+            existing = self._search(RUN_KEY, key) or self._earlier_run(trial, k)
             if existing is not None and existing.info.status == "FINISHED" and not self.store.done(trial.key):
                 existing = None  # its record was deleted: the retrained trial's result gets a run of its own
             if existing is not None:
@@ -212,12 +234,25 @@ class Tracker:
             if self.client.get_run(run_id).info.status == "FINISHED":
                 continue  # another sweep process of this store finished this trial and recorded it
             member = record.members[k]
-            metrics = [Metric(f"final_{n}", float(v), 0, record.iterations) for n, v in member.metrics.items()]
+            metrics = self._missing_curve_points(run_id, member)
+            metrics += [Metric(f"final_{n}", float(v), 0, record.iterations) for n, v in member.metrics.items()]
             metrics += [Metric("test_error_by_warps", float(v), 0, int(n)) for n, v in member.test_warps.items()]
-            self.client.log_batch(run_id, metrics=metrics, tags=[_tag("device", record.device)])
+            for i in range(0, len(metrics), BATCH):
+                self.client.log_batch(run_id, metrics=metrics[i : i + BATCH])
+            self.client.set_tag(run_id, "device", record.device)
             if store.member_folder(key, k).is_dir():
                 self.client.log_artifacts(run_id, str(store.member_folder(key, k)))
             self.client.set_terminated(run_id, "FINISHED")
+
+    def _missing_curve_points(self, run_id: str, member) -> list:
+        """The points of the member's curves (its record's, which a continued trial's carries from the shorter
+        trial on) that its run lacks: so that a run's history is the whole curve the results table has."""
+        from mlflow.entities import Metric
+
+        points = [("train_loss", step, value) for step, value in member.curve]
+        points += [(name, step, value) for step, row in member.test_curve for name, value in row.items() if value is not None]
+        have = {name: {m.step for m in self.client.get_metric_history(run_id, name)} for name in {p[0] for p in points}}
+        return [Metric(name, float(value), 0, step) for name, step, value in points if step not in have[name]]
 
     def fail_trial(self, trial_key: str) -> None:
         for run_id in self.runs.get(trial_key, []):

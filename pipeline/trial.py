@@ -27,6 +27,18 @@ def setting_text(key: str, value) -> str:
     return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
 
 
+#: What a trial's key leaves out, as not deciding its result: the labels of its swept settings, the
+#: profile's learning-rate factor (provenance: already applied to ``train``'s rates), and what is
+#: recorded along the way (the test evaluations of the learning curve; training draws from (seed,
+#: step) alone, so evaluating more often changes no weight and no final metric).
+NOT_IDENTITY = ("shown", "lr_scale")
+RECORDING = ("eval_every", "curve_per_decade")
+#: A setting added to ``Trial`` or to ``TRAIN_KEYS`` after keys were first stored: the value that
+#: reproduces the behaviour before it existed. A trial at that value keeps the key it had, so an
+#: upgrade retrains nothing (``tests/pipeline/test_trial.py`` fails on a new setting missing here).
+ADDED: dict[str, object] = {}
+
+
 def digest(obj) -> str:
     """A short, stable digest of a JSON-able value."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
@@ -73,11 +85,21 @@ class Trial:
         members = tuple(Member(m["seed"], m["sigma_px"]) for m in d["members"])  # a record's members carry results too
         return cls(**values | {"members": members, "test_warps": tuple(d["test_warps"]), "shown": tuple(d.get("shown", ()))})
 
+    def identity(self) -> dict:
+        """The settings that decide the trial's result, as its key digests them: every field but
+        ``NOT_IDENTITY`` and ``RECORDING``, less any setting at its ``ADDED`` value (and an unset
+        ``validation_size``)."""
+        unchanged = lambda name, value: name in ADDED and value == ADDED[name]  # noqa: E731
+        out = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY and not unchanged(k, v)}
+        out["train"] = {k: v for k, v in self.train.items() if k not in RECORDING and not unchanged(k, v)}
+        return out
+
     @property
     def key(self) -> str:
-        """The model's name and a digest of everything else: a rerun recognises what is done."""
+        """The model's name and a digest of its ``identity``: a rerun recognises what is done, and a
+        version of the code that adds a setting still finds it."""
         slug = "".join(c if c.isalnum() else "-" for c in self.model).strip("-")
-        return f"{slug}-{digest({k: v for k, v in self.to_dict().items() if k != 'shown'})}"
+        return f"{slug}-{digest(self.identity())}"
 
     @property
     def settings(self) -> str:
@@ -107,7 +129,7 @@ class Trial:
         """Whether this trial is ``other`` with a larger budget (``iterations``), and nothing else changed."""
         iterations = self.train["iterations"]
         longer = replace(other, train={**other.train, "iterations": iterations}, shown=self.shown)
-        return iterations > other.train["iterations"] and longer == self
+        return iterations > other.train["iterations"] and longer.identity() == self.identity()
 
     def with_overrides(self, **train) -> Trial:
         """The same trial with some training settings changed (a search's sample, its best setting)."""
@@ -117,10 +139,10 @@ class Trial:
         """The trial a search tunes: its members at one noise level, tested on a validation holdout."""
         return replace(self, members=tuple(m for m in self.members if m.sigma_px == sigma_px), validation_size=validation_size)
 
-    def member_key(self, k: int) -> str:
-        """Member k's name across runs (the MLflow child run's key)."""
+    def member_key(self, k: int, key: str | None = None) -> str:
+        """Member k's name across runs (the MLflow child run's key); ``key``: under another key of the trial (an earlier version's)."""
         m = self.members[k]
-        return f"{self.key}/seed={m.seed}/sigma={m.sigma_px:g}"
+        return f"{key or self.key}/seed={m.seed}/sigma={m.sigma_px:g}"
 
 
 @dataclass(frozen=True)
