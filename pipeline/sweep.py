@@ -21,6 +21,7 @@ the sweep as interrupted (status 130), as Ctrl-C does.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -48,12 +49,13 @@ class SweepStopped(SweepInterrupted):
 
 def sweep(
     grid_path: str | Path, out: str | Path, data_root: str | Path, config: dict, executor: str | None = None, track: bool = True,
-    limit: Limit | None = None,
+    limit: Limit | None = None, continues: str | None = None,
 ) -> Path:  # fmt: skip
     """Run every unfinished trial of a grid and write ``<out>/<grid>.parquet``; returns its path.
 
     ``limit`` (default: ``config['stop_after']`` from now) stops the trials early: SweepStopped;
-    ``executor`` (default: ``config['executor']``) runs the trials.
+    ``executor`` (default: ``config['executor']``) runs the trials. ``continues``: the stop of an
+    earlier run this one continues, noted in the summary (default: the last summary's).
     """
     config = settings.resolve(config)
     executor = executor or config["executor"]
@@ -75,7 +77,9 @@ def sweep(
         store = GridStore(ctx.results, grid.name)
         tracker = tracking.Tracker(grid, store, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
     try:
-        return _run(grid, trials, ctx, config, backend, tracker, {"profile": config["profile"], "executor": executor})
+        continued = _continues(GridStore(ctx.results, grid.name), continues)
+        summary = {"profile": config["profile"], "executor": executor, "continues": continued}
+        return _run(grid, trials, ctx, config, backend, tracker, summary)
     except BaseException as exc:  # no MLflow run of a failed or interrupted sweep stays RUNNING
         # what a full disk could not write: the file its error names, else an MLflow store's (sqlite's
         # 'database or disk is full' names none), else the results
@@ -90,6 +94,14 @@ def sweep(
         if full is not None and full is not exc:
             raise full from exc
         raise
+
+
+def _continues(store: GridStore, given: str | None) -> str:
+    """The stop this run continues: ``given`` (the workflow's, which removed the summary), else the last summary's."""
+    if given is not None:
+        return given
+    last = json.loads(store.summary.read_text()) if store.summary.is_file() else {}
+    return last.get("stop") or last.get("continues") or ""
 
 
 def check_space(ctx: Context, config: dict, track: bool) -> None:
@@ -146,7 +158,8 @@ def _stopped(name: str, limit: Limit, why: str, store: GridStore, summary: dict)
     """Raise what ended the sweep early: its limit (SweepStopped, noted in the summary) or an interruption."""
     if limit.time_up() or limit.step is not None:  # the time limit, or the step every trial was to stop at
         at = "the time limit" if limit.time_up() else f"step {limit.step:,}"
-        write_json(store.summary, summary | {"finished": False, "stopped": at})  # the workflow reads it: no table yet
+        # the workflow reads it: no table yet, and a new stop (its id) to continue
+        write_json(store.summary, summary | {"finished": False, "stopped": at, "stop": uuid.uuid4().hex[:12]})
         raise SweepStopped(f"{name}: stopped at {at}; rerun to continue ({why}, their checkpoints written)")
     # Tune stops its trials on SIGINT and returns as if done; a SIGTERM stops them at their next step
     raise SweepInterrupted(f"{name}: interrupted with {why}; run the same command again to resume them from their checkpoints")
@@ -160,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON")
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
+    parser.add_argument("--continues", default=None, help="the stop of an earlier run it continues (default: the last summary's)")
     parser.add_argument("--cores", type=int, default=None, help="a local Ray runtime's CPUs, where ray.num_cpus is unset")
     parser.add_argument("--max-trials", type=int, default=os.environ.get(settings.MAX_TRIALS_ENV),
                         help=f"refuse a grid of more trials (default: {settings.MAX_TRIALS_ENV}, else config key max_trials)")  # fmt: skip
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         signal.signal(signal.SIGTERM, lambda *_: limit.request())
     try:
-        sweep(args.grid, args.out, args.data, config, executor, track=not args.no_tracking, limit=limit)
+        sweep(args.grid, args.out, args.data, config, executor, track=not args.no_tracking, limit=limit, continues=args.continues)
     except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError, files.DiskFull, Unrecoverable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

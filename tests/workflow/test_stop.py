@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -23,6 +24,7 @@ from pipeline.store import GridStore
 from tests.conftest import REPO
 from tests.pipeline.test_grids import TINY
 from tests.workflow.test_attack import ALIGN, mini_workflow, runs_of, snakemake, sweep_cli
+from tests.workflow.test_attack import write_grid as write_align_grid
 
 pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
 
@@ -191,9 +193,37 @@ def test_the_workflow_stops_at_its_time_limit_with_status_0_and_its_rerun_contin
     assert "stopped at the time limit (align); rerun to continue" in stopped.stderr
     assert not (work / "results" / "align.parquet").exists() and not (work / "reports" / "index.html").exists()
     assert json.loads((work / "results" / "align" / "sweep.json").read_text())["finished"] is False
+    stop = json.loads((work / "results" / "align" / "sweep.json").read_text())["stop"]
     rerun = snakemake(work, mirror)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "align: its last sweep did not finish; continuing it" in rerun.stderr
+    assert json.loads((work / "results" / "align" / "sweep.json").read_text())["continues"] == stop  # the rerun continued that stop
     assert (work / "reports" / "index.html").is_file() and len(pd.read_parquet(work / "results" / "align.parquet")) > 0
     again = snakemake(work, mirror, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _files(*folders: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_commands_that_plan_change_no_file(tmp_path, mirror, data_root):
+    """A dry run, --list, --summary and --lint leave the results, the MLflow store and the reports as they
+    were, on a store with a stopped sweep (real), a finished one and a failed one (laid out as they leave them)."""
+    work = mini_workflow(tmp_path / "w", {"tracking": {"uri": "sqlite:///mlflow.db"}}, iterations=300)
+    stopped = snakemake(work, mirror, "--config", "stop_after=1s")
+    assert stopped.returncode == 0 and json.loads((work / "results" / "align" / "sweep.json").read_text())["finished"] is False
+    write_align_grid(work / "config" / "grids", name="done")
+    write_align_grid(work / "config" / "grids", name="failed")
+    (work / "results" / "done").mkdir()
+    (work / "results" / "done" / "sweep.json").write_text(json.dumps({"finished": True, "keys": [], "continues": ""}))
+    (work / "results" / "failed" / "trials" / "x").mkdir(parents=True)
+    (work / "results" / "failed" / "trials" / "x" / "checkpoint.pt").write_bytes(b"state")
+    (work / "reports").mkdir(exist_ok=True)
+    (work / "reports" / "index.html").write_text("an earlier report")
+    before = _files(work / "results", work / "reports") | {"db": (work / "mlflow.db").read_bytes()}
+    for command in (["-n"], ["--list"], ["--summary"], ["--lint"]):
+        out = snakemake(work, mirror, *command)
+        assert out.returncode == 0, (command, out.stderr[-3000:])
+        assert _files(work / "results", work / "reports") | {"db": (work / "mlflow.db").read_bytes()} == before, command
+    plan = snakemake(work, mirror, "-n")
+    assert "sweep" in plan.stdout and "align" in plan.stdout  # the stopped sweep is planned to run again

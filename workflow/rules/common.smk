@@ -132,17 +132,15 @@ def stopped_sweeps():
     ]
 
 
-def continue_stopped_sweeps():
-    """A sweep stopped at the time limit wrote a summary saying so. Removing it makes Snakemake
-    run the sweep again, which continues every trial from its checkpoint."""
-    for grid in stopped_sweeps():
-        Path(sweep_summary(grid)).unlink()
-        print(f"{grid}: its last sweep did not finish; continuing it", file=sys.stderr)
-
-
-# the one driver of this directory (a second is refused, and must not touch its sweeps)
-if DRIVER:
-    continue_stopped_sweeps()
+def stop_to_continue(wildcards):
+    """The stop a sweep's next run continues: the last run's stop where it stopped at the time limit,
+    else the stop that run continued ('' for none). Among the sweep's params, a new stop makes
+    Snakemake run the sweep again (it continues every trial from its checkpoint), and a sweep that
+    finished what it continued is done. Read, never written, when the workflow is parsed: a dry run,
+    --list, --summary or --lint changes no file."""
+    path = Path(sweep_summary(wildcards.grid))
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    return summary.get("stop") or summary.get("continues") or ""
 
 
 def sweeps_then_report(wildcards):

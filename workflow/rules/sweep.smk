@@ -1,6 +1,7 @@
 # A sweep trains a grid's trials within the run's time limit (stop_after). Its summary says
 # whether every trial finished: only then is its results table collected and the report built.
-# A sweep that stopped at the limit ends the run (status 0); the next run continues it.
+# A sweep that stopped at the limit ends the run (status 0); the next run continues it (its
+# summary names the stop, which the sweep's params read: stop_to_continue).
 checkpoint sweep:
     input:
         grid=grid_file,
@@ -16,10 +17,11 @@ checkpoint sweep:
         results=lambda wildcards, output: parent(output[0], 2),
         processed=lambda wildcards, input: parent(input.data, 2),
         settings=SWEEP_SETTINGS,
+        continues=stop_to_continue,
     shell:
         step(
             "python -m pipeline.sweep --grid {input.grid:q} --out {params.results:q} --data {params.processed:q}"
-            " --settings {params.settings:q} --cores {threads}"
+            " --settings {params.settings:q} --cores {threads} --continues={params.continues:q}"
         )
 
 
