@@ -155,8 +155,9 @@ def _run(grid: grids.Grid, trials: list[Trial], ctx: Context, config: dict, back
 
 
 def _stopped(name: str, limit: Limit, why: str, store: GridStore, summary: dict) -> None:
-    """Raise what ended the sweep early: its limit (SweepStopped, noted in the summary) or an interruption."""
-    if limit.time_up() or limit.step is not None:  # the time limit, or the step every trial was to stop at
+    """Raise what ended the sweep early: its limit (SweepStopped, noted in the summary) or an interruption.
+    A request (SIGTERM) is an interruption whenever it came, even once the time limit has passed too."""
+    if not limit.requested() and (limit.time_up() or limit.step is not None):  # the time limit, or the step every trial was to stop at
         at = "the time limit" if limit.time_up() else f"step {limit.step:,}"
         # the workflow reads it: no table yet, and a new stop (its id) to continue
         write_json(store.summary, summary | {"finished": False, "stopped": at, "stop": uuid.uuid4().hex[:12]})

@@ -186,6 +186,19 @@ def test_sigterm_checkpoints_every_running_trial_at_once(tmp_path, data_root):
     assert {r.info.status for r in runs_of(uri, "align")} == {"FINISHED"}
 
 
+def test_a_sigterm_after_the_time_limit_has_passed_is_still_an_interruption(tmp_path):
+    """The signal and the limit can both have come by the time the sweep looks: the signal wins (status 130)."""
+    store = GridStore(tmp_path, "g")
+    store.root.mkdir()
+    limit = Limit(deadline=time.time() - 1, request_file=str(tmp_path / "request"))
+    with pytest.raises(sweep.SweepStopped):
+        sweep._stopped("g", limit, "1 of 1 trial unfinished", store, {})
+    limit.request()
+    with pytest.raises(sweep.SweepInterrupted) as raised:
+        sweep._stopped("g", limit, "1 of 1 trial unfinished", store, {})
+    assert not isinstance(raised.value, sweep.SweepStopped)
+
+
 def test_the_workflow_stops_at_its_time_limit_with_status_0_and_its_rerun_continues(tmp_path, mirror, data_root):
     work = mini_workflow(tmp_path / "w", {"tracking": {"enabled": False}}, iterations=300, eval_every=100)
     stopped = snakemake(work, mirror, "--config", "stop_after=1s")  # it expires before the sweep starts training
