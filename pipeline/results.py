@@ -59,7 +59,7 @@ def rows(record: TrialRecord, profile: str) -> list[dict]:
         "init": trial.init,
         "test_samples": record.test_samples_used,  # what was evaluated, whatever was asked for
         "profile": profile,
-        "device": record.device,
+        "device": record.devices,  # a trial continued on another device names each, with its steps
         **{k: record.fast_path.get(k) for k in ("models_per_step", "cuda_graph", "tf32")},
         "seconds": record.seconds,
         "trial_key": trial.key,

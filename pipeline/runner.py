@@ -84,7 +84,7 @@ class Reporter:
 
 class _Report(Callback):
     def __init__(self, reporter: Reporter):
-        self.reporter = reporter
+        self.reporter, self.started = reporter, time.perf_counter()
 
     def on_log(self, trainer, step, losses):
         self.reporter.report(step, [{"train_loss": v} for v in losses])
@@ -93,7 +93,9 @@ class _Report(Callback):
         self.reporter.report(step, results)
 
     def on_checkpoint(self, trainer, step):
-        path = trainer.save(self.reporter.store.checkpoint(self.reporter.key))
+        store, key = self.reporter.store, self.reporter.key
+        path = trainer.save(store.checkpoint(key))
+        store.extend_segment(key, step, time.perf_counter() - self.started)  # what the checkpoint holds was trained here
         self.reporter.report(step, [{} for _ in trainer.seeds], checkpoint=path)
 
 
@@ -127,14 +129,26 @@ def train_config(trial: Trial, cuda_graph: bool) -> TrainConfig:
 
 def check_checkpoint(trial: Trial, ctx: Context) -> None:
     """CheckpointError naming a trial's checkpoint that its trainer could not resume: unreadable,
-    or trained with other settings (another model, members or rates: its result would be labelled
-    as this trial's). Run before any compute, where a refusal in the worker would be retried."""
+    trained with other settings (another model, members or rates: its result would be labelled
+    as this trial's), or on another type of device (its result would be neither device's). Run
+    before any compute, where a refusal in the worker would be retried."""
     path = ctx.store(trial).checkpoint(trial.key)
     if path.is_file():
         remedy = "delete it to retrain that trial afresh"
+        segments = ctx.store(trial).segments(trial.key)
+        if segments and segments[-1]["type"] != device_type(ctx.device):
+            where = f"{segments[-1]['device']}, up to step {segments[-1]['to']:,}"
+            raise checkpoint.CheckpointError(f"checkpoint {path} was trained on {where}; this sweep runs on {ctx.device}, and a trial "
+                                             f"continued there would be neither device's result: continue it on a {segments[-1]['type']} "
+                                             f"machine, or {remedy} here")  # fmt: skip
         model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
         wanted = checkpoint.identity(model_cfg, train_config(trial, ctx.cuda_graph), trial.seeds, trial.sigma_px)
         checkpoint.check(checkpoint.read(path, remedy=remedy), wanted, f"checkpoint {path}", remedy)
+
+
+def device_type(device: str) -> str:
+    """'cpu' or 'cuda' of a resolved device ('cuda:1' -> 'cuda'): what a trial may continue on."""
+    return device.split(":")[0]
 
 
 def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, where: dict | None = None) -> TrialRecord:
@@ -154,14 +168,16 @@ def run_trial(trial: Trial, ctx: Context, reporter: Reporter | None = None, wher
 def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, where: dict | None) -> TrialRecord:
     start = time.perf_counter()
     cfg = train_config(trial, ctx.cuda_graph)
-    continued = None if store.checkpoint(trial.key).is_file() else continue_shorter(trial, store, cfg)
+    continued = None if store.checkpoint(trial.key).is_file() else continue_shorter(trial, store, cfg, ctx.device)
     origin = f", continuing trial {continued['trial']} from step {continued['step']:,}" if continued else ""
     print(f"trial {trial.key}: training {len(trial.members)} model(s){origin}", file=sys.stderr, flush=True)
     dataset, split = load_dataset(trial, ctx.data)
     model_cfg = models.get_config(trial.experiment, trial.model, trial.init)
     trainer = Trainer(model_cfg, cfg, dataset, trial.seeds, trial.sigma_px, ctx.device, callbacks=(_Report(reporter),))
     resumed_from = trainer.step if reporter.resume(trainer) else None
+    store.open_segment(trial.key, provenance.device_name(ctx.device), device_type(ctx.device), trainer.step)
     final = trainer.fit(stop=ctx.limit.reached)
+    store.extend_segment(trial.key, trainer.step, time.perf_counter() - start)
     trainer.save(store.final_state(trial.key))  # what a longer budget continues from
     if experiments.is_alignment(trial.experiment):  # calibration: the best one-step linear predictor
         for k, member in enumerate(trial.members):
@@ -194,6 +210,7 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
         seconds=round(time.perf_counter() - start, 2),
         resumed_from_step=resumed_from,
         continued_from=store.continued(trial.key),
+        segments=store.segments(trial.key),
         members=tuple(members),
         where=where or {},
         provenance={"git_commit": provenance.git_commit(), **provenance.versions(), **provenance.data_source(ctx.data, trial.experiment)},
@@ -202,11 +219,13 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
     return record
 
 
-def continue_shorter(trial: Trial, store: GridStore, cfg: TrainConfig) -> dict | None:
+def continue_shorter(trial: Trial, store: GridStore, cfg: TrainConfig, device: str) -> dict | None:
     """Start ``trial`` where the longest finished trial it extends ended (the same trial, a shorter
-    budget, a schedule that makes it exact): that trial's final state, copied, becomes this one's
+    budget, a schedule that makes it exact, the same type of device): that trial's final state, copied, becomes this one's
     checkpoint. Returns {'trial': its key, 'step': its iterations}, or None where there is none."""
-    done = [r for r in store.records() if trial.extends(r.trial) and extends(r.iterations, cfg) and store.final_state(r.trial.key).exists()]
+    here = device_type(device)  # a result continued on another type of device would be neither device's
+    done = [r for r in store.records() if trial.extends(r.trial) and extends(r.iterations, cfg) and store.final_state(r.trial.key).exists()
+            and r.where_trained()[-1]["type"] == here]  # fmt: skip
     shorter = max(done, key=lambda r: r.iterations, default=None)
     store.start_from(trial.key, shorter)
     return store.continued(trial.key)

@@ -12,6 +12,7 @@
         checkpoint.pt   the unfinished trial's last state (gone once it is done)
         final.pt        the finished trial's last state: what a longer budget continues from
         continued.json  where the trial started: a shorter trial's key and its final step (if it did)
+        segments.json   where it trained, run by run: each run's device, first and last step, seconds
         arrays.npz      alignment samples, class means and variances of every member (the figures')
         member<k>/      member k's weights, alignment PNG and arrays (its MLflow artifacts)
         .lock           held while a process trains the trial
@@ -124,13 +125,30 @@ class GridStore:
     def start_from(self, key: str, shorter: TrialRecord | None) -> None:
         """Trial ``key`` starts afresh (None), or from finished trial ``shorter``'s final state: a copy
         (the shorter result stays whole) becomes its checkpoint, and its record will say so."""
-        marker = self.folder(key) / "continued.json"
+        marker, segments = self.folder(key) / "continued.json", self.folder(key) / "segments.json"
         if shorter is None:
             marker.unlink(missing_ok=True)
+            segments.unlink(missing_ok=True)
             return
         write_json(marker, {"trial": shorter.trial.key, "step": shorter.iterations})
+        write_json(segments, shorter.where_trained())
         with atomic(self.checkpoint(key)) as tmp:
             shutil.copyfile(self.final_state(shorter.trial.key), tmp)
+
+    def segments(self, key: str) -> list[dict]:
+        """Where trial ``key`` trained, run by run: [{'device', 'type', 'from', 'to', 'seconds'}], oldest first."""
+        path = self.folder(key) / "segments.json"
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def open_segment(self, key: str, device: str, device_type: str, step: int) -> None:
+        """A run of trial ``key`` starts training at ``step`` on ``device``."""
+        segment = {"device": device, "type": device_type, "from": step, "to": step, "seconds": 0.0}
+        write_json(self.folder(key) / "segments.json", [*self.segments(key), segment])
+
+    def extend_segment(self, key: str, step: int, seconds: float) -> None:
+        """The current run of trial ``key`` has reached ``step`` (a checkpoint, a stop, the end)."""
+        done = self.segments(key)
+        write_json(self.folder(key) / "segments.json", [*done[:-1], done[-1] | {"to": step, "seconds": round(seconds, 2)}])
 
     def continued(self, key: str) -> dict | None:
         """Where trial ``key`` started, if it continued a shorter one (``start_from``)."""
@@ -223,7 +241,7 @@ class GridStore:
     # --- what a compact copy keeps (a reference, pipeline.reference) ----------------------------
     #: a trial's files that say what it gave and what a run continues from: its record, its figures'
     #: arrays, its checkpoint or final state, where it started; not its members' copies or its lock
-    ESSENTIAL = ("record.json", "arrays.npz", "checkpoint.pt", "final.pt", "continued.json")
+    ESSENTIAL = ("record.json", "arrays.npz", "checkpoint.pt", "final.pt", "continued.json", "segments.json")
 
     def trial_keys(self) -> list[str]:
         """Every trial with a folder in the store, of any sweep of the grid."""

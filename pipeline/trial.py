@@ -173,6 +173,21 @@ class TrialRecord:
     where: dict = field(hash=False)  # e.g. the Ray node
     provenance: dict = field(hash=False)  # git commit, versions, data source
     continued_from: dict | None = field(default=None, hash=False)  # {'trial': key, 'step': n}: a shorter trial it continued
+    # where it trained, run by run (GridStore.segments); None in a record written before segments
+    segments: list | None = field(default=None, hash=False)
+
+    def where_trained(self) -> list[dict]:
+        """Its segments; for a record written before them, one segment of its whole budget on its device."""
+        kind = "cpu" if self.device.startswith("cpu") else "cuda"
+        return self.segments or [{"device": self.device, "type": kind, "from": 0, "to": self.iterations, "seconds": self.seconds}]
+
+    @property
+    def devices(self) -> str:
+        """Its device, or where it trained on several: 'NVIDIA H200 (0-6,400) + cpu (...) (6,400-20,000)'."""
+        segments = self.where_trained()
+        if len({s["device"] for s in segments}) == 1:
+            return segments[0]["device"]
+        return " + ".join(f"{s['device']} ({s['from']:,}-{s['to']:,})" for s in segments if s["to"] > s["from"])
 
     @property
     def objective(self) -> float:

@@ -92,6 +92,8 @@ def test_a_sweep_stopped_twice_gives_the_uninterrupted_table(tmp_path, data_root
     assert records[next(iter(first))].resumed_from_step == 13
     reference = {r.trial.key: r for r in GridStore.of_table(uninterrupted).records()}
     assert {k: r.members for k, r in records.items()} == {k: r.members for k, r in reference.items()}  # the curves too
+    steps = [(s["from"], s["to"]) for s in records[next(iter(first))].segments]
+    assert steps == [(0, 7), (7, 13), (13, 20)] and {s["type"] for s in records[next(iter(first))].segments} == {"cpu"}
     assert json.loads((results / "stops" / "sweep.json").read_text())["finished"] is True
     runs = runs_of(store, "stops")
     assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}  # 4 models and the sweep, each once
@@ -132,6 +134,54 @@ def test_a_longer_budget_continues_the_shorter_trials(tmp_path, data_root, unint
     assert len(records) == 2
     for r in records:
         assert r.continued_from == {"trial": shorter[r.trial.model], "step": 10} and r.resumed_from_step == 10
+
+
+def test_a_trial_continues_only_on_the_type_of_device_it_trained_on(tmp_path, data_root, capfd):
+    """A CPU trial continued on a GPU (or the reverse) would be neither device's result: its checkpoint is
+    refused before any compute, and a shorter trial of the other type is not continued."""
+    from icstn.checkpoint import CheckpointError
+
+    grid, results = write_grid(tmp_path), tmp_path / "res"
+    store = GridStore(results, "stops")
+    with pytest.raises(sweep.SweepStopped):
+        sweep.sweep(grid, results, data_root / "processed", {}, executor="inline", track=False, limit=Limit(step=7))
+    key = next(iter(checkpoint_steps(results)))
+    segments = store.segments(key)
+    (store.folder(key) / "segments.json").write_text(json.dumps([segments[0] | {"device": "NVIDIA H200", "type": "cuda"}]))
+    with pytest.raises(CheckpointError, match=r"trained on NVIDIA H200, up to step 7; this sweep runs on cpu"):
+        sweep.sweep(grid, results, data_root / "processed", {}, executor="inline", track=False)
+    assert checkpoint_steps(results) == {key: 7}  # nothing trained
+
+    shorter = tmp_path / "shorter"
+    sweep.sweep(write_grid(tmp_path / "s", iterations=10), shorter, data_root / "processed", {}, "inline", track=False)
+    for record in GridStore(shorter, "stops").trial_keys():
+        path = GridStore(shorter, "stops").folder(record) / "record.json"
+        done = json.loads(path.read_text())
+        path.write_text(json.dumps(done | {"segments": [s | {"device": "NVIDIA H200", "type": "cuda"} for s in done["segments"]]}))
+    capfd.readouterr()
+    sweep.sweep(write_grid(tmp_path / "l"), shorter, data_root / "processed", {}, "inline", track=False)
+    assert "continuing trial" not in capfd.readouterr().err
+    assert all(r.continued_from is None for r in GridStore(shorter, "stops").records() if r.iterations == 20)
+
+
+def test_mlflow_holds_the_whole_curve_of_a_trial_continued_once_and_twice(tmp_path, data_root, store):
+    results = tmp_path / "res"
+    for i, iterations in enumerate((5, 10, 20)):
+        path = sweep.sweep(write_grid(tmp_path / str(i), iterations=iterations), results, data_root / "processed", {}, "inline")
+    df = pd.read_parquet(path)
+    client = mlflow.tracking.MlflowClient(store)
+    runs = {r.data.tags["icstn.run_key"]: r for r in runs_of(store, "stops") if "icstn.run_key" in r.data.tags}
+    records = {r.trial.key: r for r in GridStore(results, "stops").records() if r.iterations == 20}
+    assert len(records) == 2 and all(r.continued_from and r.continued_from["step"] == 10 for r in records.values())
+    for key, record in records.items():
+        for k, member in enumerate(record.members):
+            run = runs[record.trial.member_key(k)].info.run_id
+            history = {m.step: m.value for m in client.get_metric_history(run, "test_error")}
+            row = df[(df.trial_key == key) & (df.seed == member.seed) & (df.metric == "test_error") & (df.curve_step.map(len) > 0)]
+            assert len(row) == 1 and history == dict(zip(row.curve_step.iloc[0], row.curve_value.iloc[0]))
+            assert min(history) < 5  # from the first, shortest trial's evaluations on
+            losses = {m.step: m.value for m in client.get_metric_history(run, "train_loss")}
+            assert losses == {step: value for step, value in member.curve}
 
 
 def test_the_time_limit_stops_a_sweep_with_status_0(tmp_path, data_root):
