@@ -65,7 +65,7 @@ class Grid:
     test_samples: int | None  # None: the whole test set
     test_warps: tuple[int, ...]
     figures: tuple[str, ...]  # the paper's figures it draws
-    lr_scale: float = 1.0  # the profile's factor, already applied to the rates (provenance)
+    lr_scale: float  # the profile's factor, already applied to the rates (provenance)
     title: str | None = None
     paper_table: int | None = None
     search: Search | None = field(default=None)
@@ -189,7 +189,7 @@ def apply_budget(grid: dict, budget: dict) -> dict:
         grid["test_samples"] = min(grid["test_samples"] or math.inf, int(pick("test_samples")))
     if pick("eval_every") is not None:
         grid["eval_every"] = min(grid["eval_every"], int(pick("eval_every")))
-    scale = grid["lr_scale"] = float(pick("lr_scale") or 1.0)
+    scale = grid["lr_scale"] = float(pick("lr_scale") or schema.default("budget", "lr_scale"))
     rates = [r * scale for r in as_list(grid["lr_geometric"])]
     grid["lr_geometric"] = rates if isinstance(grid["lr_geometric"], list) else rates[0]
     grid["lr_geometric_by_family"] = {family: r * scale for family, r in grid["lr_geometric_by_family"].items()}

@@ -123,7 +123,7 @@ def train_config(trial: Trial, cuda_graph: bool) -> TrainConfig:
         cuda_graph=cuda_graph,
         log_every=log_every(iterations),
         checkpoint_every=max(1, min(t["eval_every"] or iterations // 5, CHECKPOINT_EVERY)),
-        planar_test_samples=trial.test_samples or 1000,
+        planar_test_samples=trial.test_samples or TrainConfig.planar_test_samples,  # None: the trainer's own number
     )
 
 

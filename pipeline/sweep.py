@@ -169,7 +169,7 @@ def _stopped(name: str, limit: Limit, why: str, store: GridStore, summary: dict)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", required=True)
-    parser.add_argument("--out", default="results")
+    parser.add_argument("--out", default=schema.default("results"))
     parser.add_argument("--data", default=schema.default("data", "processed"))
     parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON")
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     config = args.settings
     if args.max_trials is not None:
         config = settings.merge(config, {"max_trials": args.max_trials})
-    config = settings.with_defaults(config)  # resolved by sweep(), which a caller may use alone
+    try:  # checked as the workflow checks its config file, before any compute
+        config = schema.validate(settings.with_defaults(config), schema.config_schema(), "--settings", settings.SettingsError)
+    except settings.SettingsError as exc:
+        parser.error(str(exc))  # resolved by sweep(), which a caller may use alone
     if args.cores and not config["ray"]["num_cpus"]:
         config = settings.merge(config, {"ray": {"num_cpus": args.cores}})
     executor = args.executor or config["executor"]

@@ -61,7 +61,7 @@ class Trial:
     train: dict = field(hash=False)  # TRAIN_KEYS -> value: what icstn.train.TrainConfig takes
     test_samples: int | None  # a fixed subset of the test set (None: all); for alignment, test perturbations
     test_warps: tuple[int, ...]  # unroll counts tested besides the trained one (IC-STN)
-    lr_scale: float = 1.0  # the profile's factor, already applied to train's rates (provenance)
+    lr_scale: float | None = None  # the profile's factor, already applied to train's rates (provenance; None: not recorded)
     init: str | None = None  # the experiment's init of that name (None: its default)
     validation_size: int | None = None  # a search trial: tested on a holdout of the training set
     # the settings its grid sweeps for this model (noise_warp, init, lr_geometric): what tells its

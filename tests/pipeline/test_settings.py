@@ -1,5 +1,7 @@
 """pipeline.settings: what `auto` resolves to, with CUDA's availability faked."""
 
+import ast
+
 import pytest
 
 
@@ -60,10 +62,9 @@ def _schema_defaults(schema: dict, out: dict) -> dict:
 def _second_defaults(source: str, keys: dict, paths: set[str]) -> list[str]:
     """Where Python code gives a setting a default of its own: a parameter or a dataclass field of
     the setting's name with a constant (None, "not given", aside), a dict entry or ``.get`` fallback
-    restating the setting's default, or a default path spelt out."""
-    import ast
-
+    restating the setting's default, a default path spelt out, or a form of ``_fallbacks``."""
     found = []
+    values = {v for v in keys.values() if isinstance(v, str) and len(v) > 2} - paths  # a path: its own rule
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             a = node.args
@@ -84,7 +85,40 @@ def _second_defaults(source: str, keys: dict, paths: set[str]) -> list[str]:
                 found.append(f"{node.lineno}: .get({node.args[0].value!r}, {ast.unparse(node.args[1])})")
         elif isinstance(node, ast.Constant) and node.value in paths:
             found.append(f"{node.lineno}: the default path {node.value!r}")
+        found += _fallbacks(node, keys, values)
     return found
+
+
+def _named(node) -> str | None:
+    """The setting a name, attribute or subscript reads: ``x``, ``a.x``, ``a['x']`` -> 'x'."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return node.slice.value
+    return None
+
+
+def _fallbacks(node, keys: dict, values: set) -> list[str]:
+    """The forms a second default hides in besides parameters, fields and ``.get``: ``x.setting or 1000``,
+    ``getattr(x, 'setting', 1000)``, an argparse option's default equal to a setting's default, a class
+    attribute or a module constant of a setting's name given a constant."""
+    line = getattr(node, "lineno", 0)
+    constant = lambda v: isinstance(v, ast.Constant) and v.value is not None  # noqa: E731
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and _named(node.values[0]) in keys and constant(node.values[-1]):
+        return [f"{line}: {ast.unparse(node)}"]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) == 3:
+        if isinstance(node.args[1], ast.Constant) and node.args[1].value in keys and constant(node.args[2]):
+            return [f"{line}: {ast.unparse(node)}"]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
+        given = [kw.value.value for kw in node.keywords if kw.arg == "default" and constant(kw.value)]
+        return [f"{line}: option default {v!r}" for v in given if isinstance(v, str) and v in values]
+    if isinstance(node, ast.ClassDef | ast.Module):
+        assigns = [st for st in node.body if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)]
+        return [f"{st.lineno}: {st.targets[0].id} = {ast.unparse(st.value)}" for st in assigns
+                if st.targets[0].id.lower() in keys and constant(st.value)]  # fmt: skip
+    return []
 
 
 def test_each_default_is_stated_once():
@@ -122,3 +156,30 @@ def test_the_scan_finds_a_second_default():
         "z = s.get('pack', schema.default('pack'))\n"  # the one default, read
     )
     assert [line.split(":")[0] for line in _second_defaults(source, keys, paths)] == ["1", "3", "4", "5", "6"]
+
+
+def test_the_scan_finds_the_hidden_forms_of_a_second_default():
+    keys, paths = {"test_samples": None, "results": "results", "pack": "auto", "lr_scale": 1}, set()
+    source = (
+        "n = trial.test_samples or 1000\n"
+        "q = getattr(config, 'pack', 'auto')\n"
+        "p.add_argument('--out', default='results')\n"
+        "class C:\n    pack = 'auto'\n"
+        "LR_SCALE = 1.0\n"
+        "m = trial.test_samples or TrainConfig.planar_test_samples\n"  # the one default, read
+        "p.add_argument('--out', default=schema.default('results'))\n"
+        "k = getattr(config, 'pack')\n"
+    )
+    assert sorted(line.split(":")[0] for line in _second_defaults(source, keys, paths)) == ["1", "2", "3", "5", "6"]
+
+
+@pytest.mark.parametrize("text,message", [('{"bogus": 1}', "bogus"), ('{"device": "tpu"}', "key 'device': bad value 'tpu'")])
+def test_the_sweeps_settings_are_checked_against_the_schema(text, message, capsys, tmp_path):
+    from pipeline import sweep
+
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(["--grid", "g.yaml", "--settings", text, "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--settings" in err and message in err
+    assert not (tmp_path / "r").exists()  # before any file is written
