@@ -184,6 +184,34 @@ def test_mlflow_holds_the_whole_curve_of_a_trial_continued_once_and_twice(tmp_pa
             assert losses == {step: value for step, value in member.curve}
 
 
+@pytest.mark.parametrize("earlier", ["key", "store"])
+def test_runs_of_an_earlier_version_are_found_again_not_duplicated(tmp_path, data_root, store, earlier):
+    """A stopped trial's runs, made under an earlier version's key of it (``earlier='key'``) or before runs
+    carried the store's id (``'store'``): the rerun that finishes it finishes them, and makes no others."""
+    from pipeline import migrate
+
+    grid, results = write_grid(tmp_path), tmp_path / "res"
+    with pytest.raises(sweep.SweepStopped):
+        sweep.sweep(grid, results, data_root / "processed", {}, executor="inline", limit=Limit(step=7))
+    client, grid_store = mlflow.tracking.MlflowClient(store), GridStore(results, "stops")
+    key = next(iter(checkpoint_steps(results)))
+    if earlier == "key":
+        (trial,) = [t for t in sweep.grids.expand(sweep.grids.load_grid(grid)) if t.key == key]
+        old = migrate.legacy_keys(trial)[0]
+        grid_store.folder(key).rename(grid_store.folder(old))
+    for r in runs_of(store, "stops"):
+        if earlier == "store":
+            client.delete_tag(r.info.run_id, "icstn.store")
+        elif r.data.tags.get("icstn.run_key", "").startswith(key):
+            client.set_tag(r.info.run_id, "icstn.run_key", r.data.tags["icstn.run_key"].replace(key, old))
+    sweep.sweep(grid, results, data_root / "processed", {}, executor="inline")
+    runs = runs_of(store, "stops")
+    children = [r for r in runs if "icstn.run_key" in r.data.tags]
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.tags["icstn.store"] for r in children} == {grid_store.identity()}
+    assert all(r.data.tags["icstn.run_key"].split("/")[0] in {t for t in grid_store.trial_keys()} for r in children)
+
+
 def test_the_time_limit_stops_a_sweep_with_status_0(tmp_path, data_root):
     """The wall clock: where it stops the trial depends on the machine, so that is reported, not asserted."""
     grid = tmp_path / "align.yaml"
