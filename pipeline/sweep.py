@@ -70,12 +70,17 @@ def sweep(
     track = track and config["tracking"]["enabled"]
     check_space(ctx, config, track)
     trials = grids.expand(grid, pack)
+    store = GridStore(ctx.results, grid.name)
+    renamed = migrate.upgrade(store, trials)  # before the tracker looks for the runs of their keys
+    if renamed:
+        print(f"{grid.name}: {len(renamed)} trial{'s' * (len(renamed) != 1)} stored under an earlier version's keys, renamed to the "
+              f"current ones ({store.rekey_log})", file=sys.stderr, flush=True)  # fmt: skip
     tracker = None
     if track:
         files.quiet_disk_full("mlflow.store.db.utils")  # a store on a full disk: the sweep says so once
         tags = {"profile": config["profile"], "git_commit": git_commit(), "executor": executor}
-        store = GridStore(ctx.results, grid.name)
-        tracker = tracking.Tracker(grid, store, digest([t.key for t in trials]), tags, config["tracking"]["uri"])
+        earlier = digest([(store.aliases(t.key) or [t.key])[-1] for t in trials])  # the sweep's key before the renames
+        tracker = tracking.Tracker(grid, store, digest([t.key for t in trials]), tags, config["tracking"]["uri"], earlier)
     try:
         continued = _continues(GridStore(ctx.results, grid.name), continues)
         summary = {"profile": config["profile"], "executor": executor, "continues": continued}
@@ -116,10 +121,6 @@ def check_space(ctx: Context, config: dict, track: bool) -> None:
 def _run(grid: grids.Grid, trials: list[Trial], ctx: Context, config: dict, backend, tracker, summary: dict) -> Path:
     store = GridStore(ctx.results, grid.name)
     start = time.perf_counter()
-    renamed = migrate.upgrade(store, trials)
-    if renamed:
-        print(f"{grid.name}: {len(renamed)} trial{'s' * (len(renamed) != 1)} stored under an earlier version's keys, renamed to the "
-              f"current ones ({store.rekey_log})", file=sys.stderr, flush=True)  # fmt: skip
     try:
         if grid.search is not None:
             best = search.best_settings(grid, trials, ctx, config, backend, tracker)

@@ -131,15 +131,16 @@ def _flatten(prefix: str, obj, out: dict) -> dict:
 class Tracker:
     """Records one sweep of one grid. Call ``start_trial``, ``log``, ``finish_trial``."""
 
-    def __init__(self, grid: Grid, store: GridStore, sweep_key: str, tags: dict, uri: str | None = None):
+    def __init__(self, grid: Grid, store: GridStore, sweep_key: str, tags: dict, uri: str | None = None, earlier_key: str | None = None):
         self.uri = tracking_uri(uri)
         self.client = open_store(self.uri)
         self.store, self.store_id = store, store.identity()
         self.tags = {k: str(v) for k, v in tags.items()} | {STORE_KEY: self.store_id, STORE_PATH: f"{socket.gethostname()}:{store.root}"}
         self.experiment_id = experiment(self.client, grid.name)
-        found = self._search(SWEEP_KEY, sweep_key)
-        if found is not None:
+        found = self._search(SWEEP_KEY, sweep_key) or (self._search(SWEEP_KEY, earlier_key) if earlier_key else None)
+        if found is not None:  # its run, or the run of its trials under an earlier version's keys (pipeline.migrate)
             self.parent = found.info.run_id
+            self.client.set_tag(self.parent, SWEEP_KEY, sweep_key)
             self.client.update_run(self.parent, "RUNNING")  # a rerun finishes what a failed or killed sweep left
             self.client.log_batch(self.parent, tags=[_tag(k, v) for k, v in self.tags.items()])  # this sweep's commit, profile
         else:
