@@ -1,10 +1,13 @@
-"""The CPU's fast path: icstn.rowconv and icstn.layers.StackedLinear against the plain ops in every direction."""
+"""The CPU's fast path: icstn.rowconv and icstn.layers.StackedLinear against the plain ops in every direction,
+the unread last warp left out, and the benchmark's baseline selecting the path before it."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from icstn import layers, rowconv
+from benchmarks.throughput import baseline_path
+from icstn import layers, models, noise, rowconv, warps
+from icstn.data import synthetic
 
 
 def tensors(*shapes, seed=0, dtype=torch.float64):
@@ -102,3 +105,49 @@ class TestStackedLinear:
             net(torch.randn(2, 3, 1, 4, 4))
         counts = {e.key: e.count for e in prof.key_averages()}
         assert counts.get("StackedLinear") == 1 and counts.get("aten::baddbmm") == 2  # FC(32) plain, FC(6) inside StackedLinear
+
+
+def op_counts(fn) -> dict[str, int]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key: e.count for e in prof.key_averages()}
+
+
+class TestUnreadLastWarp:
+    def test_a_planar_model_skips_it_with_the_same_output(self, monkeypatch):
+        cfg = models.get_config("planar", "IC-STN-3")
+        data = synthetic("planar")
+        net = models.AlignNet(cfg, [0, 1])
+        source = data.images(data.train_images[:1]).unsqueeze(0)  # (1, 1, C, H, W)
+        p = noise.perturb(8, 5.0, cfg.size, cfg.warp, seed=0).view(2, 4, -1)
+        outs = {}
+        for sample in (False, True):
+            monkeypatch.setattr(models, "SAMPLE_UNREAD_LAST_WARP", sample)
+            counts = op_counts(lambda key=sample: outs.__setitem__(key, net(source, p, data.ref).p))
+            assert counts["aten::grid_sampler_2d"] == 1 + cfg.n_warps - (not sample)
+        assert torch.equal(outs[False], outs[True])
+
+    def test_kept_where_it_is_read(self):
+        cfg = models.get_config("mnist", "c-STN-1(b)")
+        net = models.AlignNet(cfg, [0])
+        counts = op_counts(lambda: net(torch.rand(1, 2, 1, 28, 28), torch.zeros(1, 2, 8)))
+        assert counts["aten::grid_sampler_2d"] == 2  # the classifier reads the last warp
+
+
+class TestBaselinePath:
+    def test_selects_the_old_path_and_restores_the_fast_one(self):
+        cfg = models.get_config("mnist", "STN(b)")
+        net = models.AlignNet(cfg, [0])
+
+        def step():
+            net(torch.rand(1, 2, 1, 28, 28), torch.zeros(1, 2, 8)).logits.sum().backward()
+
+        before = (dict(warps.GRID), dict(layers.CONV), dict(layers.NARROW_LINEAR), models.SAMPLE_UNREAD_LAST_WARP)
+        with baseline_path("cpu"):
+            old = op_counts(step)
+        new = op_counts(step)
+        assert (dict(warps.GRID), dict(layers.CONV), dict(layers.NARROW_LINEAR), models.SAMPLE_UNREAD_LAST_WARP) == before
+        assert "aten::affine_grid_generator" in old and "_MatmulGrid" not in old
+        assert "aten::mkldnn_convolution" in old and "RowConv" not in old and "StackedLinear" not in old
+        assert "aten::affine_grid_generator" not in new and "_MatmulGrid" in new
+        assert "RowConv" in new and "StackedLinear" in new and "aten::mkldnn_convolution" not in new
