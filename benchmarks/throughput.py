@@ -261,6 +261,31 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
     )
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name, from /proc/cpuinfo (Linux), else the platform's processor string."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or None
+
+
+def _commit() -> str | None:
+    """The checkout's commit (with '-dirty' when it has changes), or None outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+
+    try:
+        return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
@@ -292,9 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     args.modes = args.modes or [FAST_PATH["cuda" if cuda else "cpu"]]
-    where = {"device": args.device, "threads": torch.get_num_threads()}
-    if cuda:
-        where["device_name"] = torch.cuda.get_device_name(args.device)
+    where = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": _commit()}
+    where["device_name"] = torch.cuda.get_device_name(args.device) if cuda else cpu_model()
 
     def emit(row: dict, measured: bool = True) -> None:
         print(json.dumps({**where, **({"model": args.model, "experiment": args.experiment} if measured else {}), **row}), flush=True)
