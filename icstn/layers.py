@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from icstn import rowconv
+
 #: Grouped convolutions in channels-last memory, per device type. CPU: 2-3x faster (measured).
 #: CUDA: no; cuDNN runs a channels-last grouped convolution as one kernel per group plus layout
 #: conversions, and the plain layout trained IC-STN-4(a) 1.07x, 1.19x and 1.23x faster at
@@ -27,12 +29,25 @@ import torch.nn.functional as F
 CHANNELS_LAST = {"cpu": True, "cuda": False}  # any other device (meta, in the tests): plain
 
 #: How K models' convolution runs, per device type, one of ``CONVOLUTIONS``: "grouped" (one
-#: grouped convolution), "gemm" (``conv_gemm``: one batched matmul over the K models) or "triton"
+#: grouped convolution), "rows" (one-input-channel layers as row matmuls, ``icstn.rowconv``; the
+#: others grouped), "gemm" (``conv_gemm``: one batched matmul over the K models) or "triton"
 #: (``icstn.triton_conv``: one launch per direction for all K models; CUDA, or the CPU under
-#: TRITON_INTERPRET=1). cuDNN runs a grouped layer of 4 -> 8 channels per group as one kernel per
-#: group, the cost that dominates IC-STN-4(a) at K = 128 on an H200. "gemm" lost at every K
-#: (H200, run 3); "triton" waits for ``python -m benchmarks.conv_decision`` on a GPU to choose.
-CONV = {"cpu": "grouped", "cuda": "grouped"}
+#: TRITON_INTERPRET=1). CPU: "rows"; oneDNN's backward of a grouped convolution with one input
+#: channel per group runs at about 1 GFLOP/s on one thread, and the row matmuls ran forward and
+#: backward of conv(9x9;3) on 1 channel (the MNIST classifier) 3.9x faster and of conv(7x7;4) 3.1x
+#: (K = 3, batch 100, 1 thread); with several input channels oneDNN's channels-last convolution
+#: is the faster (conv(7x7;8) on 4: its backward 31 ms, unfolded patches 218 ms). CUDA: cuDNN runs
+#: a grouped layer of 4 -> 8 channels per group as one kernel per group, the cost that dominates
+#: IC-STN-4(a) at K = 128 on an H200. "gemm" lost at every K (H200, run 3); "triton" waits for
+#: ``python -m benchmarks.conv_decision`` on a GPU to choose.
+CONV = {"cpu": "rows", "cuda": "grouped"}
+
+#: Linear layers of at most this many outputs multiply by their weights transposed in memory
+#: (``StackedLinear``), per device type (0: never). MKL's batched matmul of (B, F) by (F, n) with
+#: n of 6 to 10 runs 2-3x slower than by the same (n, F) matrix transposed: a planar FC(6) over
+#: 2,500 inputs at K = 12 trained 2.1x faster, MNIST's FC(8) over 784 1.8x, FC(10) over 1,200
+#: 1.6x; FC(48) and FC(43) 0.9x (1 thread). CUDA: untried, so off.
+NARROW_LINEAR = {"cpu": 16, "cuda": 0}
 
 _LAYER = re.compile(r"conv\((\d+)x(\d+);(\d+)\)|(P)|FC\((\d+)\)")
 
@@ -121,10 +136,11 @@ class StackedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, b = x.shape[:2]
         x = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])  # (B, K*C, H, W): models as groups
-        if self.layers[0][0] == "conv" and CHANNELS_LAST.get(x.device.type, False):
-            x = x.contiguous(memory_format=torch.channels_last)
-        weights = iter(zip(self.weights, self.biases))
         conv = convolution(x.device.type)
+        if self.layers[0][0] == "conv" and CHANNELS_LAST.get(x.device.type, False) and conv is not conv_rows:
+            x = x.contiguous(memory_format=torch.channels_last)  # conv_rows chooses per layer
+        weights = iter(zip(self.weights, self.biases))
+        narrow = NARROW_LINEAR.get(x.device.type, 0)
         for i, layer in enumerate(self.layers):
             if layer[0] == "conv":
                 w, bias = next(weights)
@@ -135,7 +151,7 @@ class StackedNet(nn.Module):
                 w, bias = next(weights)
                 if x.ndim == 4:
                     x = x.reshape(b, k, -1).transpose(0, 1)  # (K, B, C*H*W), each model's (C, H, W) order
-                x = torch.baddbmm(bias.unsqueeze(1), x, w)  # (K, B, out)
+                x = StackedLinear.apply(x, w, bias) if w.shape[2] <= narrow else torch.baddbmm(bias.unsqueeze(1), x, w)  # (K, B, out)
             if i < len(self.layers) - 1 and layer[0] != "pool":
                 x = F.relu(x)
         return x
@@ -163,6 +179,16 @@ def conv_grouped(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.
     return F.conv2d(x, w.flatten(0, 1), bias.flatten(), groups=w.shape[0])
 
 
+def conv_rows(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One-input-channel layers as row matmuls (``icstn.rowconv``), the others grouped, in channels-last
+    memory where ``CHANNELS_LAST`` says: x (B, K*C, H, W), w (K, C', C, kh, kw), bias (K, C') -> (B, K*C', H', W')."""
+    if w.shape[2] == 1:
+        return rowconv.conv_rows(x, w, bias)
+    if CHANNELS_LAST.get(x.device.type, False):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return conv_grouped(x, w, bias)
+
+
 def conv_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``icstn.triton_conv.conv2d_stacked``, imported where chosen: triton is an optional dependency."""
     from icstn.triton_conv import conv2d_stacked
@@ -172,7 +198,7 @@ def conv_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.T
 
 #: The ways K models' convolution can run, by the names ``CONV`` takes; all map
 #: x (B, K*C, H, W), w (K, C', C, kh, kw), bias (K, C') to (B, K*C', H', W').
-CONVOLUTIONS = {"grouped": conv_grouped, "gemm": conv_gemm, "triton": conv_triton}
+CONVOLUTIONS = {"grouped": conv_grouped, "rows": conv_rows, "gemm": conv_gemm, "triton": conv_triton}
 
 
 def convolution(device_type: str):
@@ -181,3 +207,22 @@ def convolution(device_type: str):
     if name not in CONVOLUTIONS:
         raise ValueError(f"icstn.layers.CONV[{device_type!r}] is {name!r}; allowed: {sorted(CONVOLUTIONS)}")
     return CONVOLUTIONS[name]
+
+
+class StackedLinear(torch.autograd.Function):
+    """K models' linear layers, x (K, B, F), w (K, F, n), bias (K, n) -> (K, B, n), as
+    ``torch.baddbmm(bias.unsqueeze(1), x, w)``, with the weights transposed in memory in every
+    product (see ``NARROW_LINEAR``); the same sums, in the BLAS's order."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.baddbmm(bias.unsqueeze(1), x, w.mT.contiguous().mT)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        dx = torch.bmm(grad, w.mT) if ctx.needs_input_grad[0] else None  # (K, B, F)
+        dw = torch.bmm(grad.mT, x).mT if ctx.needs_input_grad[1] else None  # (K, n, F) in memory, (K, F, n) in shape
+        return dx, dw, grad.sum(1) if ctx.needs_input_grad[2] else None

@@ -27,6 +27,11 @@ from icstn.layers import StackedNet
 
 FAMILIES = ("cnn", "stn", "cstn", "icstn")
 
+#: Whether a c-STN or IC-STN samples its last warp when nothing reads the result (a planar model has
+#: no classifier, and its output is the warp itself). False skips that sampling: the same outputs,
+#: one warp fewer per step (planar c-STN-1: one of its two). True keeps the old path, the benchmark's baseline.
+SAMPLE_UNREAD_LAST_WARP = False
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -124,8 +129,9 @@ class AlignNet(nn.Module):
             for i in range(n):
                 dp = self.predictors[i if cfg.family == "cstn" else 0](x)  # (K, B, D)
                 p = warps.compose(dp.flatten(0, 1), p.flatten(0, 1), cfg.warp).view_as(p)
-                x = self._warp(source, p, ref)
-                steps += [x] if keep_steps else []
+                if i < n - 1 or self.classifier is not None or keep_steps or SAMPLE_UNREAD_LAST_WARP:
+                    x = self._warp(source, p, ref)
+                    steps += [x] if keep_steps else []
         logits = self.classifier(x) if self.classifier is not None else None
         return Output(p, logits, steps)
 

@@ -192,7 +192,7 @@ def test_kernels_compile_for_a_hopper_gpu(name, monkeypatch, conv_fp32_precision
 def test_an_unknown_convolution_is_named(monkeypatch):
     monkeypatch.setitem(layers.CONV, "cpu", "fft")
     net = layers.StackedNet("conv(3x3;2)-FC(4)", (1, 5, 5), k=1)
-    with pytest.raises(ValueError, match=r"icstn.layers.CONV\['cpu'\] is 'fft'; allowed: \['gemm', 'grouped', 'triton'\]"):
+    with pytest.raises(ValueError, match=r"icstn.layers.CONV\['cpu'\] is 'fft'; allowed: \['gemm', 'grouped', 'rows', 'triton'\]"):
         net(torch.zeros(1, 1, 1, 5, 5))
 
 

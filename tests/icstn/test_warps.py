@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from icstn import warps
 
@@ -129,6 +130,72 @@ class TestFit:
     def test_gradcheck(self, warp):
         dst = (self.corners + 0.1 * torch.randn(2, 4, 2, dtype=torch.float64)).requires_grad_()
         assert torch.autograd.gradcheck(lambda d: warps.fit(self.corners, d, warp), (dst,))
+
+
+class TestSamplingGrid:
+    """The matmul grid (``GRID`` "matmul") against F.affine_grid and the projective divide, the old path."""
+
+    @staticmethod
+    def matrices(warp, b=3, seed=0):
+        return warps.vec2mat(rand_params(warp, b=b, scale=0.2, seed=seed), warp)
+
+    @staticmethod
+    def reference(m, size):
+        """(B, H, W, 2) by F.affine_grid and a projective divide, written out independently."""
+        h, w = size
+        num = F.affine_grid(m[:, :2], [m.shape[0], 1, h, w], align_corners=True)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, dtype=m.dtype), torch.linspace(-1, 1, w, dtype=m.dtype), indexing="ij")
+        den = m[:, 2, 0, None, None] * xs + m[:, 2, 1, None, None] * ys + m[:, 2, 2, None, None]
+        return num / den.unsqueeze(-1)
+
+    @pytest.mark.parametrize("warp", ["affine", "homography"])
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_matches_the_reference(self, warp, dtype):
+        m = self.matrices(warp, b=4).to(dtype)
+        grid = warps.sampling_grid(m, (7, 9), projective=warp == "homography")
+        assert grid.shape == (4, 7, 9, 2) and grid.dtype == dtype
+        assert torch.allclose(grid, self.reference(m, (7, 9)), atol=1e-6 if dtype == torch.float32 else 1e-13)
+
+    @pytest.mark.parametrize("warp", ["affine", "homography"])
+    def test_gradient_matches_the_reference(self, warp):
+        m = self.matrices(warp, b=4).requires_grad_()
+        weight = torch.randn(4, 6, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        (g_new,) = torch.autograd.grad((warps.sampling_grid(m, (6, 5), warp == "homography") * weight).sum(), m)
+        (g_ref,) = torch.autograd.grad((self.reference(m, (6, 5)) * weight).sum(), m)
+        if warp == "affine":  # the reference differentiates its last row through the divide by 1
+            g_ref[:, 2] = 0
+        assert torch.allclose(g_new, g_ref, atol=1e-12)
+
+    def test_pixel_centres_at_the_ends(self):
+        grid = warps.sampling_grid(torch.eye(3).unsqueeze(0), (3, 5), projective=False)
+        assert grid[0, 0, 0].tolist() == [-1.0, -1.0] and grid[0, -1, -1].tolist() == [1.0, 1.0]
+        assert grid[0, 1, 2].tolist() == [0.0, 0.0]
+
+    @pytest.mark.parametrize("projective", [False, True])
+    def test_gradcheck(self, projective):
+        m = self.matrices("homography" if projective else "affine", b=2).requires_grad_()
+        assert torch.autograd.gradcheck(lambda x: warps.sampling_grid(x, (3, 4), projective), (m,))
+
+    def test_affine_grid_selectable(self, monkeypatch):
+        m = self.matrices("homography")
+        monkeypatch.setitem(warps.GRID, "cpu", "affine_grid")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            old = warps.sampling_grid(m, (5, 6))
+        assert "aten::affine_grid_generator" in {e.key for e in prof.key_averages()}
+        monkeypatch.setitem(warps.GRID, "cpu", "matmul")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            new = warps.sampling_grid(m, (5, 6))
+        assert "aten::affine_grid_generator" not in {e.key for e in prof.key_averages()}
+        assert torch.allclose(old, new, atol=1e-13)
+
+    def test_bad_choice(self, monkeypatch):
+        monkeypatch.setitem(warps.GRID, "cpu", "bmm")
+        with pytest.raises(ValueError, match=r"icstn.warps.GRID\['cpu'\] is 'bmm'; allowed"):
+            warps.sampling_grid(torch.eye(3).unsqueeze(0), (2, 2))
+
+    def test_bad_shape(self):
+        with pytest.raises(ValueError, match=r"src_from_dst must have shape \(B, 3, 3\)"):
+            warps.sampling_grid(torch.zeros(2, 2, 3), (4, 4))
 
 
 class TestWarpImage:

@@ -125,3 +125,14 @@ def test_conv_decision_dry_runs_on_a_cpu(capsys, tmp_path):
     assert decision["winner_per_shape"] == {"1->3 9x9 on 28x28": "grouped-tf32"}  # the only one within 1e-6
     assert decision["whole_model_choice"] in {"grouped", "gemm"} and set(decision["e2e_geomean_ratio"]) == {"grouped", "gemm"}
     assert "winner per shape" in (tmp_path / "table.txt").read_text()
+
+
+def test_the_cpu_suite_measures_the_fast_path_against_the_baseline_path():
+    rows = run("--suite", "planar:c-STN-1", "--k", "2", "--repeat", "1")
+    assert [r["suite"] for r in rows] == ["matmul", "cpu", "matmul"]
+    row = rows[1]
+    assert (row["experiment"], row["model"], row["k"]) == ("planar", "c-STN-1", 2)
+    assert row["ratio_to_baseline"] == pytest.approx(row["model_iters_per_s"] / row["baseline_model_iters_per_s"], rel=0.01)
+    steps_per_s = row["model_iters_per_s"] / 2
+    assert row["gflop_per_step"] > 0 and row["gflop_per_s"] == pytest.approx(row["gflop_per_step"] * steps_per_s, rel=0.02, abs=0.01)
+    assert row["matmul_share"] == pytest.approx(row["gflop_per_s"] / rows[0]["gflop_per_s"], rel=0.02, abs=1e-4)
