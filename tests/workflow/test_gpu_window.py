@@ -8,14 +8,14 @@ import sys
 
 from tests.conftest import REPO
 
-FAILING = '''
+FAILING = """
 def test_triton_passes():
     assert True
 
 
 def test_triton_fails():
     assert 1 == 2
-'''
+"""
 
 
 def test_device_check_ends_non_zero_naming_the_failing_cuda_test(tmp_path):
