@@ -16,8 +16,10 @@
 #
 # `benchmarks/device_check.sh conv` runs the convolution decision instead, in at most 8 minutes:
 # the CUDA tests of the Triton convolution (tests/icstn/test_cuda.py -k triton), then
-# benchmarks.conv_decision (kernels and end-to-end steps; its table lands in $OUT/conv_table.txt).
-# Without CUDA the decision says so in one line.
+# benchmarks.conv_decision (kernels, the launch search and end-to-end steps; its table lands in
+# $OUT/conv_table.txt, the launch settings it chose in $OUT/triton_launches.json: copy that to
+# icstn/ and commit it). Without CUDA the decision says so in one line; DEVICE=cpu
+# DECISION_ARGS='...' rehearses it on a CPU.
 #
 # A failing CUDA test does not stop the measurements, but the script then ends with status 1 and
 # names the failing tests on its last lines (they are in log.txt too).
@@ -63,10 +65,14 @@ finish() {  # status 1, naming the failing CUDA tests, where any failed
 } 2>&1 | tee -a "$LOG"
 
 if [ "$PART" = conv ]; then
-  [ "$DEVICE" != cpu ] && cuda_tests 110 -k triton
+  cuda_tests 110 -k triton # skipped without CUDA: a CPU rehearsal still runs the command
   echo "== benchmarks.conv_decision" | tee -a "$LOG"
+  # the launch search's winners over the checkout's: $OUT/triton_launches.json, for icstn/ (GPU.md)
+  [ -f icstn/triton_launches.json ] && cp icstn/triton_launches.json "$OUT/"
   # SIGINT at the limit: the decision is still printed, from what was measured
-  timeout -s INT -k 15 330 $PY -m benchmarks.conv_decision --budget "${BUDGET:-270}" --table "$OUT/conv_table.txt" 2>>"$LOG" |
+  # shellcheck disable=SC2086 # DECISION_ARGS: more arguments, e.g. a CPU rehearsal's tiny budget
+  timeout -s INT -k 15 330 $PY -m benchmarks.conv_decision --device "$DEVICE" --budget "${BUDGET:-270}" --table "$OUT/conv_table.txt" \
+    --launches "$OUT/triton_launches.json" ${DECISION_ARGS:-} 2>>"$LOG" |
     tee -a "$RESULTS" | grep -v '"direction"' | cut -c1-240
   echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
   cat "$OUT/conv_table.txt" 2>/dev/null
