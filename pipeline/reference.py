@@ -323,6 +323,16 @@ def facts_of(grid: str, root: str | Path = ROOT, kind: str = "GPU") -> dict | No
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def loaded(grid: str, root: str | Path = ROOT) -> dict[str, tuple[pd.DataFrame, dict]]:
+    """Each kind's reference of ``grid`` with a table, GPU first: {kind: (table, provenance)}."""
+    return {kind: ref for kind in KINDS if (ref := load(grid, root, kind)) is not None}
+
+
+def all_facts(grid: str, root: str | Path = ROOT) -> dict[str, dict]:
+    """Each kind's reference provenance of ``grid``, GPU first (with or without a table)."""
+    return {kind: facts for kind in KINDS if (facts := facts_of(grid, root, kind)) is not None}
+
+
 def label(facts_or_kind: dict | str) -> str:
     """'reference (GPU)' or 'reference (CPU)': how the reports name a reference."""
     kind = facts_or_kind if isinstance(facts_or_kind, str) else facts_or_kind.get("kind", "GPU")
@@ -330,8 +340,10 @@ def label(facts_or_kind: dict | str) -> str:
 
 
 def progress(facts: dict, title: str | None = None) -> str:
-    """How far the reference has got, in one line: 'Table 2 reference: 41,000 of 200,000 iterations'."""
-    return f"{title or facts['grid']} reference: {reached(facts)}"
+    """How far the reference has got, in one line: 'Table 2 reference: 41,000 of 200,000 iterations'
+    (a CPU's: 'Table 1 reference (CPU): ...')."""
+    name = "reference" if facts.get("kind", "GPU") == "GPU" else label(facts)
+    return f"{title or facts['grid']} {name}: {reached(facts)}"
 
 
 def reached(facts: dict) -> str:

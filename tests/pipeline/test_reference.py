@@ -226,3 +226,28 @@ def test_a_table_says_how_far_its_reference_has_got_before_any_trial_finishes(tm
     assert reference.progress(facts, "Table 2") == (
         "Table 2 reference: 41,000 of 200,000 iterations; 1 of 12 trials finished, the others at 41,000-80,000"
     )
+
+
+def test_a_cpu_reference_is_shown_beside_the_gpu_one(tmp_path):
+    """Two references of one grid, a GPU machine's (<grid>/) and a CPU's (<grid>-cpu/): each has its
+    column, its note and its marks on the learning curves, each labelled with its kind."""
+    import shutil
+
+    from pipeline import grids
+    from pipeline.report import curves, tables
+
+    shutil.copytree(COMMITTED, tmp_path / "table2")
+    cpu = shutil.copytree(COMMITTED, reference.folder("table2", tmp_path, "CPU"))
+    facts = json.loads((cpu / "provenance.json").read_text())
+    facts["kind"], facts["runs"][0]["device"], facts["runs"][0]["nvidia-smi"] = "CPU", "cpu (x86_64, 1 threads)", "unavailable"
+    (cpu / "provenance.json").write_text(json.dumps(facts | {"runs": [facts["runs"][0] | {"processes": 2}]}))
+    assert list(reference.loaded("table2", tmp_path)) == ["GPU", "CPU"]
+    md = tables.render(COMMITTED / "table2.parquet", REPO / "config" / "grids" / "table2.yaml", tmp_path / "out", None, tmp_path)[0]
+    text = md.read_text()
+    assert re.search(r"\| reference \(GPU\) +\| reference \(CPU\) +\|", text)
+    assert "reference (GPU): reference profile" in text and "reference (CPU): reference profile" in text
+    assert "cpu (x86_64, 1 threads) x 2 processes" in text
+    assert reference.progress(facts, "Table 2").startswith("Table 2 reference (CPU): 6,400 of 200,000 iterations")
+    grid = grids.load_grid(REPO / "config" / "grids" / "table2.yaml")
+    _, note = curves.draw([(grid, pd.read_parquet(COMMITTED / "table2.parquet"))], reference_root=tmp_path)
+    assert "reference (GPU): reference profile" in note and "reference (CPU): reference profile" in note
