@@ -251,3 +251,15 @@ def test_a_cpu_reference_is_shown_beside_the_gpu_one(tmp_path):
     grid = grids.load_grid(REPO / "config" / "grids" / "table2.yaml")
     _, note = curves.draw([(grid, pd.read_parquet(COMMITTED / "table2.parquet"))], reference_root=tmp_path)
     assert "reference (GPU): reference profile" in note and "reference (CPU): reference profile" in note
+
+
+def test_the_reference_only_grid_is_table2s_cheap_rows():
+    """config/references/table2.yaml: Table 2's trials of its five (b) models and c-STN-4(a), at the paper's
+    budget; not a grid of the workflow (config/grids), so `make reproduce` never trains it."""
+    from pipeline import grids
+
+    cheap, table2 = (grids.load_grid(REPO / "config" / folder / "table2.yaml") for folder in ("references", "grids"))
+    assert set(cheap.models) == {"c-STN-4(a)", *(m for m in table2.models if m.endswith("(b)"))} and len(cheap.models) == 6
+    assert cheap.iterations == 200_000 and len(cheap.seeds) == 3
+    assert {t.key for t in grids.expand(cheap)} <= {t.key for t in grids.expand(table2)}  # its results are Table 2's
+    assert reference.grid_file(REPO / "config" / "references" / "table2.yaml").stem == "table2"
