@@ -48,11 +48,9 @@ def cap(grid: str) -> int:
     return CAPS.get(grid, CAP)
 
 
-def learnt_experiments() -> set[str]:
-    """The experiments whose figures draw trained models' arrays (``Figure.learnt``)."""
-    from pipeline.report.figures import FIGURES
-
-    return {spec.experiment for spec in FIGURES.values() if spec.learnt}
+#: The experiments whose figures draw trained models' arrays (``pipeline.report.figures``, ``Figure.learnt``:
+#: a test holds the two together). Stated here because a GPU machine packs without matplotlib.
+LEARNT = frozenset({"mnist", "gtsrb"})
 
 
 def arrays_prefix(members, seed: int) -> int:
@@ -78,7 +76,7 @@ def copy_trial(store: GridStore, key: str, target: GridStore, goal: int | None, 
 
 def arrays_kept(records: list[TrialRecord], experiment: str) -> dict[str, int]:
     """Finished trial key -> the leading members whose arrays a reference keeps (module docstring)."""
-    if experiment not in learnt_experiments():
+    if experiment not in LEARNT:
         return {}
     lowest: dict[str, int] = {}
     for r in records:
@@ -133,7 +131,7 @@ def estimate(grid_name: str, experiment: str, trials: list[Trial]) -> Estimate:
         evals = len(eval_steps(iterations, t.train["curve_per_decade"], t.train["eval_every"])) + 1
         records += RECORD_BYTES + k * (MEMBER_BYTES + points * LOSS_POINT_BYTES + evals * EVAL_POINT_BYTES)
         by_model.setdefault(t.model, []).append(t)
-    if experiment in learnt_experiments():
+    if experiment in LEARNT:
         for name, mine in by_model.items():
             cfg = models.get_config(experiment, name, mine[0].init)
             # the lowest finished seed is some finished trial's lowest, and only the trials whose lowest it is keep arrays

@@ -263,3 +263,9 @@ def test_the_reference_only_grid_is_table2s_cheap_rows():
     assert cheap.iterations == 200_000 and len(cheap.seeds) == 3
     assert {t.key for t in grids.expand(cheap)} <= {t.key for t in grids.expand(table2)}  # its results are Table 2's
     assert reference.grid_file(REPO / "config" / "references" / "table2.yaml").stem == "table2"
+
+
+def test_a_reference_keeps_the_arrays_of_the_experiments_whose_figures_draw_trained_models():
+    from pipeline.report.figures import FIGURES
+
+    assert reference.keep.LEARNT == {spec.experiment for spec in FIGURES.values() if spec.learnt}
