@@ -58,10 +58,11 @@ MIN_GAIN = 1.10  # the default changes only for a win of at least 10%, geometric
 #: runs): a choice whose kernels were not checked against exact float32 is never chosen
 CHOICE_KERNELS = {"grouped": "grouped-tf32", "triton": "triton-tf32", "gemm": None}
 #: the launch settings the search times per shape and direction, today's first (icstn.triton_conv.TUNABLE)
+_CONV_SETTINGS = ((64, 4, 2), (128, 4, 3), (256, 8, 2), (128, 8, 4))  # BLOCK_N, num_warps, num_stages
+_WGRAD_SETTINGS = ((64, 32, 4, 3), (32, 64, 4, 2), (64, 64, 8, 3), (128, 32, 8, 2))  # BLOCK_N, BLOCK_R, num_warps, num_stages
 LAUNCH_SEARCH = {
-    "conv": [{}, *({"BLOCK_N": n, "num_warps": w, "num_stages": st} for n, w, st in ((64, 4, 2), (128, 4, 3), (256, 8, 2), (128, 8, 4)))],
-    "wgrad": [{}, *({"BLOCK_N": n, "BLOCK_R": r, "num_warps": w, "num_stages": st} for n, r, w, st in
-                    ((64, 32, 4, 3), (32, 64, 4, 2), (64, 64, 8, 3), (128, 32, 8, 2)))],  # fmt: skip
+    "conv": [{}, *({"BLOCK_N": n, "num_warps": w, "num_stages": st} for n, w, st in _CONV_SETTINGS)],
+    "wgrad": [{}, *({"BLOCK_N": n, "BLOCK_R": r, "num_warps": w, "num_stages": st} for n, r, w, st in _WGRAD_SETTINGS)],
 }
 #: name -> (convolution, float32 precision, dtype, channels-last, icstn.triton_conv.DOT_MIN_CHANNELS
 #: or None for its default); "inductor" compiles the grouped convolution.

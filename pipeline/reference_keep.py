@@ -41,6 +41,9 @@ RECORD_BYTES = 16 * 1024  # the trial, its provenance
 MEMBER_BYTES = 2 * 1024  # a member's metrics and test errors by unroll count
 LOSS_POINT_BYTES = 2 * 48  # in the record and in the state
 EVAL_POINT_BYTES = 2 * 320
+#: loss points a member's curve has at most: pipeline.runner.log_every gives about 100, at most 400
+LOSS_POINTS = 400
+ALIGNMENT_SAMPLES = 8  # pipeline.runner.ALIGNMENT_SAMPLES (a test holds them together)
 
 
 def cap(grid: str) -> int:
@@ -119,7 +122,6 @@ def estimate(grid_name: str, experiment: str, trials: list[Trial]) -> Estimate:
     the members ``arrays_kept`` may keep (for each model, the worst lowest seed)."""
     from icstn import models
     from icstn.train import eval_steps
-    from pipeline.runner import log_every
 
     weights = records = arrays = 0
     by_model: dict[str, list[Trial]] = {}
@@ -127,7 +129,7 @@ def estimate(grid_name: str, experiment: str, trials: list[Trial]) -> Estimate:
         cfg = models.get_config(t.experiment, t.model, t.init)
         k, iterations = len(t.members), t.train["iterations"]
         weights += k * _state_bytes(cfg)
-        points = iterations // log_every(iterations) + 1
+        points = min(iterations, LOSS_POINTS) + 1
         evals = len(eval_steps(iterations, t.train["curve_per_decade"], t.train["eval_every"])) + 1
         records += RECORD_BYTES + k * (MEMBER_BYTES + points * LOSS_POINT_BYTES + evals * EVAL_POINT_BYTES)
         by_model.setdefault(t.model, []).append(t)
@@ -153,8 +155,6 @@ def _state_bytes(cfg) -> int:
 def _arrays_bytes(cfg) -> int:
     """One member's arrays (``pipeline.runner._arrays``), float32, uncompressed: the alignment
     (1 + warps, samples, C, S, S) and, with a classifier, the class means and variances."""
-    from pipeline.runner import ALIGNMENT_SAMPLES
-
     image = cfg.channels * cfg.size * cfg.size * 4
     out = (1 + max(cfg.n_warps, 1)) * ALIGNMENT_SAMPLES * image
     return out + (2 * cfg.num_classes * image if cfg.classifier else 0) + 1024

@@ -269,3 +269,11 @@ def test_a_reference_keeps_the_arrays_of_the_experiments_whose_figures_draw_trai
     from pipeline.report.figures import FIGURES
 
     assert reference.keep.LEARNT == {spec.experiment for spec in FIGURES.values() if spec.learnt}
+
+
+def test_the_size_bound_counts_what_the_runner_writes():
+    from pipeline import runner
+
+    assert reference.keep.ALIGNMENT_SAMPLES == runner.ALIGNMENT_SAMPLES
+    for iterations in (1, 40, 99, 100, 199, 399, 50_000, 200_000, 10**6):
+        assert iterations // runner.log_every(iterations) <= reference.keep.LOSS_POINTS
