@@ -130,11 +130,25 @@ def dot_min_channels(value: int | None):
         triton_conv.DOT_MIN_CHANNELS = before
 
 
-def median_ms(fn, reps: int, cuda: bool) -> tuple[float, object, str]:
+@contextlib.contextmanager
+def side_stream(cuda: bool):
+    """A CUDA stream of its own for building and timing calls (a capture needs one: the gradients run
+    on their forward's stream, so the forward is built on it too); nothing on a CPU."""
+    if not cuda:
+        yield None
+        return
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        yield stream
+    torch.cuda.current_stream().wait_stream(stream)
+
+
+def median_ms(fn, reps: int, cuda: bool, stream=None) -> tuple[float, object, str]:
     """The median milliseconds of ``fn()`` over ``reps`` calls after three warm-up calls (compilation,
     autotuning, cuDNN's algorithm search), the first call's result, and how it was timed: on CUDA
-    replays of a graph of one call ("graph"), as the training step runs, or eager calls where the
-    call cannot be captured ("eager: why")."""
+    replays of a graph of one call captured on ``stream`` ("graph"), as the training step runs, or
+    eager calls where the call cannot be captured ("eager: why")."""
     out = fn()
     fn(), fn()
     if not cuda:
@@ -147,7 +161,7 @@ def median_ms(fn, reps: int, cuda: bool) -> tuple[float, object, str]:
     torch.cuda.synchronize()
     try:
         graph, how = torch.cuda.CUDAGraph(), "graph"
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=stream):
             fn()
         call = graph.replay
     except Exception as exc:  # a call that cannot be captured is timed eagerly, and the row says so
@@ -218,10 +232,10 @@ def kernels(args, shapes: dict, formulations: list[str], emit, rows: list[dict])
             inputs = [t.to(dtype).contiguous(memory_format=fmt) if t.ndim == 4 else t.to(dtype) for t in (x, weight, bias, dy)]
             calls = None
             try:
-                with fp32_precision(precision), dot_min_channels(dot_min):
+                with fp32_precision(precision), dot_min_channels(dot_min), side_stream(cuda) as stream:
                     calls = directions(compiled(conv) if name == "inductor" else conv, *inputs)
                     for d in DIRECTIONS:
-                        ms, out, how = median_ms(calls[d], args.reps, cuda)
+                        ms, out, how = median_ms(calls[d], args.reps, cuda, stream)
                         rows.append(emit({**row, "direction": d, "ms": round(ms, 4), "error": relative_error(out, want[d]), "timed": how}))
                         del out
             except Exception as exc:  # a formulation that fails on this card is a finding, not the end of the run
@@ -250,9 +264,9 @@ def launch_search(args, shapes: dict, emit, rows: list[dict]) -> None:
                 before = dict(triton_conv.OVERRIDE)
                 triton_conv.OVERRIDE.update(setting)
                 try:
-                    with fp32_precision("tf32"):
+                    with fp32_precision("tf32"), side_stream(cuda) as stream:
                         call = directions(layers.conv_triton, x, weight, bias, dy)[d]
-                        ms, out, how = median_ms(call, args.reps, cuda)
+                        ms, out, how = median_ms(call, args.reps, cuda, stream)
                     rows.append(emit({**row, "ms": round(ms, 4), "error": relative_error(out, want[d]), "timed": how}))
                 except Exception as exc:
                     rows.append(emit({**row, "failed": f"{type(exc).__name__}: {str(exc)[:300]}"}))

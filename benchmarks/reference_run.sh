@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Grow a grid's reference by one run of MINUTES minutes of training, on a GPU machine or a CPU:
 #   OUT=<folder> bash benchmarks/reference_run.sh table2 8
-#   OUT=<folder> nice -n 19 bash benchmarks/reference_run.sh table1 120     # a CPU, at low priority
+#   OUT=<folder> SEEDS=3 nice -n 19 bash benchmarks/reference_run.sh table1 120     # a CPU, at low priority
 #   OUT=<folder> bash benchmarks/reference_run.sh config/references/table2.yaml 60   # a reference-only grid
 # GRID is a name of config/grids or a grid file. The run bounds the reference's size first and
 # refuses, before any compute, a grid whose reference could exceed its cap (naming the seeds that
