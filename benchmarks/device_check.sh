@@ -16,8 +16,13 @@
 #
 # `benchmarks/device_check.sh conv` runs the convolution decision instead, in at most 8 minutes:
 # the CUDA tests of the Triton convolution (tests/icstn/test_cuda.py -k triton), then
-# benchmarks.conv_decision (kernels and end-to-end steps; its table lands in $OUT/conv_table.txt).
-# Without CUDA the decision says so in one line.
+# benchmarks.conv_decision (kernels, the launch search and end-to-end steps; its table lands in
+# $OUT/conv_table.txt, the launch settings it chose in $OUT/triton_launches.json: copy that to
+# icstn/ and commit it). Without CUDA the decision says so in one line; DEVICE=cpu
+# DECISION_ARGS='...' rehearses it on a CPU.
+#
+# A failing CUDA test does not stop the measurements, but the script then ends with status 1 and
+# names the failing tests on its last lines (they are in log.txt too).
 set -uo pipefail
 PART=${1:-throughput}
 OUT=${OUT:-/tmp/device_check}
@@ -25,37 +30,56 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
+CUDA_TESTS=${CUDA_TESTS:-tests/icstn/test_cuda.py}
 LOG=$OUT/log.txt
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 $PY -c "import jsonschema" 2>/dev/null || $PY -m pip install -q --no-index --find-links .device/wheels jsonschema >>"$LOG" 2>&1
+FAILED=""
+cuda_tests() {  # limit in seconds, then pytest's selection; the failing tests' names are kept for the end
+  local limit=$1
+  shift
+  echo "== $CUDA_TESTS $*" | tee -a "$LOG"
+  local out=$OUT/pytest.txt
+  timeout "$limit" $PY -m pytest -q -rfE -p no:cacheprovider "$CUDA_TESTS" "$@" >"$out" 2>&1
+  local rc=$?
+  cat "$out" >>"$LOG"
+  echo "exit $rc" | tee -a "$LOG"
+  tail -n 3 "$out"
+  if [ "$rc" -ne 0 ]; then
+    local names
+    names=$(grep -E '^(FAILED|ERROR) ' "$out" | cut -d' ' -f2 | tr '\n' ' ')
+    FAILED="$FAILED${names:-$CUDA_TESTS (exit $rc: timed out or collected nothing)} "
+  fi
+}
+finish() {  # status 1, naming the failing CUDA tests, where any failed
+  if [ -n "$FAILED" ]; then
+    echo "CUDA tests failed: $FAILED" | tee -a "$LOG"
+    exit 1
+  fi
+  exit 0
+}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 } 2>&1 | tee -a "$LOG"
 
 if [ "$PART" = conv ]; then
-  if [ "$DEVICE" != cpu ]; then
-    echo "== tests/icstn/test_cuda.py -k triton" | tee -a "$LOG"
-    timeout 110 $PY -m pytest -q -p no:cacheprovider tests/icstn/test_cuda.py -k triton >>"$LOG" 2>&1
-    echo "exit $?" | tee -a "$LOG"
-    tail -n 3 "$LOG"
-  fi
+  cuda_tests 110 -k triton # skipped without CUDA: a CPU rehearsal still runs the command
   echo "== benchmarks.conv_decision" | tee -a "$LOG"
+  # the launch search's winners over the checkout's: $OUT/triton_launches.json, for icstn/ (GPU.md)
+  [ -f icstn/triton_launches.json ] && cp icstn/triton_launches.json "$OUT/"
   # SIGINT at the limit: the decision is still printed, from what was measured
-  timeout -s INT -k 15 330 $PY -m benchmarks.conv_decision --budget "${BUDGET:-270}" --table "$OUT/conv_table.txt" 2>>"$LOG" |
+  # shellcheck disable=SC2086 # DECISION_ARGS: more arguments, e.g. a CPU rehearsal's tiny budget
+  timeout -s INT -k 15 330 $PY -m benchmarks.conv_decision --device "$DEVICE" --budget "${BUDGET:-270}" --table "$OUT/conv_table.txt" \
+    --launches "$OUT/triton_launches.json" ${DECISION_ARGS:-} 2>>"$LOG" |
     tee -a "$RESULTS" | grep -v '"direction"' | cut -c1-240
   echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
   cat "$OUT/conv_table.txt" 2>/dev/null
-  exit 0
+  finish
 fi
 
-if [ "$DEVICE" != cpu ]; then
-  echo "== tests/icstn/test_cuda.py" | tee -a "$LOG"
-  timeout 100 $PY -m pytest -q -p no:cacheprovider tests/icstn/test_cuda.py >>"$LOG" 2>&1
-  echo "exit $?" | tee -a "$LOG"
-  tail -n 3 "$LOG"
-fi
+[ "$DEVICE" != cpu ] && cuda_tests 100
 
 run() {  # limit in seconds, then a benchmark module and its arguments
   local limit=$1
@@ -91,3 +115,4 @@ if [ "$DEVICE" != cpu ] && command -v nvidia-cuda-mps-control >/dev/null; then
 fi
 bench 60 --model "IC-STN-4(a)" --k --steps 20 --project
 grep '"op"' "$RESULTS" | cut -c1-200
+finish

@@ -27,6 +27,8 @@ are compiled, or wrapped for the interpreter, on first use, by the setting at th
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -175,8 +177,33 @@ def _precision(dtype: torch.dtype) -> tuple:
     return "ieee", tl.float32
 
 
-# Tile sizes: by the registers and spills of sm_90 compiles (ptxas -v: 40-100 registers, no
-# spills), not yet by measured time; the GPU decision run is where they get tuned.
+# Launch settings. The defaults below were set by the registers and spills of sm_90 compiles
+# (ptxas -v: 40-100 registers, no spills). ``benchmarks.conv_decision`` times a few settings per
+# layer and direction on a GPU (CUDA-graph replays; each within the decision's error tolerance)
+# and writes the fastest to LAUNCHES_FILE, which every launch reads: "<direction> <layer>" ->
+# {BLOCK_N, BLOCK_R, num_warps, num_stages}. The path (tl.dot or FMA) is DOT_MIN_CHANNELS's, never tuned.
+LAUNCHES_FILE = Path(__file__).with_name("triton_launches.json")
+TUNABLE = ("BLOCK_N", "BLOCK_R", "num_warps", "num_stages")
+#: A launch setting that overrides LAUNCHES_FILE's for every layer: the decision's search sets it while it times one
+OVERRIDE: dict = {}
+
+
+@functools.cache
+def _launches_file() -> dict:
+    return json.loads(LAUNCHES_FILE.read_text()) if LAUNCHES_FILE.is_file() else {}
+
+
+def launch_key(direction: str, c_in: int, c_out: int, kh: int, kw: int, h: int, w: int) -> str:
+    """'forward 6->24 7x7 on 30x30': a layer (its forward's input channels, output channels, kernel and input size) and a direction."""
+    return f"{direction} {c_in}->{c_out} {kh}x{kw} on {h}x{w}"
+
+
+def _tuned(meta: dict, key: str) -> dict:
+    """``meta`` with the layer's measured launch settings (LAUNCHES_FILE, then OVERRIDE) over its defaults."""
+    chosen = {**_launches_file().get(key, {}), **OVERRIDE}
+    return meta | {k: v for k, v in chosen.items() if k in TUNABLE}
+
+
 def _conv_launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> Launch:
     """The forward (x (B, K*C, H, W) -> (B, K*C', H', W')) or, ``transposed``, the input gradient
     (dy (B, K*C', H', W') -> dx (B, K*C, H, W)) of the stacked convolution with w (K, C', C, kh, kw)."""
@@ -192,10 +219,12 @@ def _conv_launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, tr
     dot = block_c >= DOT_MIN_CHANNELS
     block_c = max(block_c, 16) if dot else block_c  # tl.dot's operands: 16 or more along every axis
     precision, acc = _precision(x.dtype)
-    grid = (triton.cdiv(b * ho * wo, 128), triton.cdiv(c_out, block_c), k)
     args = (x, w, bias if bias is not None else y, y, b * ho * wo, h, wd, ho, wo, c_in, c_out, k, w_co, w_ci)
     meta = dict(KH=kh, KW=kw, PH=pad[0], PW=pad[1], FLIP=transposed, HAS_BIAS=bias is not None, DOT=dot, PRECISION=precision,
                 ACC=acc, BLOCK_N=128, BLOCK_R=16, BLOCK_C=block_c, num_warps=8 if dot else 4)  # fmt: skip
+    layer = (c_out, c_in, kh, kw, ho, wo) if transposed else (c_in, c_out, kh, kw, h, wd)  # the forward's (C, C', kh, kw, H, W)
+    meta = _tuned(meta, launch_key("input" if transposed else "forward", *layer))
+    grid = (triton.cdiv(b * ho * wo, meta["BLOCK_N"]), triton.cdiv(c_out, block_c), k)
     return Launch("conv", grid, args, meta, y)
 
 
@@ -206,7 +235,8 @@ def _weight_grad_launch(x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size, 
     b, _, h, wd = x.shape
     ho, wo = dy.shape[2:]
     n, r = b * ho * wo, c_in * kh * kw
-    block_n, block_r, block_c = 32, 32, min(max(triton.next_power_of_2(c_out), 16), 64)
+    tuned = _tuned({"BLOCK_N": 32, "BLOCK_R": 32, "num_warps": 4}, launch_key("weight", c_in, c_out, kh, kw, h, wd))
+    block_n, block_r, block_c = tuned["BLOCK_N"], tuned["BLOCK_R"], min(max(triton.next_power_of_2(c_out), 16), 64)
     blocks = triton.cdiv(r, block_r) * triton.cdiv(c_out, block_c)
     if chunks is None:
         chunks = max(1, min(WGRAD_PROGRAMS // (k * blocks), triton.cdiv(n, block_n)))
@@ -215,7 +245,7 @@ def _weight_grad_launch(x: torch.Tensor, dy: torch.Tensor, w_shape: torch.Size, 
     precision, acc = _precision(x.dtype)
     part = torch.empty(chunks, k, c_out, r, device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     args = (x, dy, part, n, h, wd, ho, wo, c_in, c_out, k, chunk, triton.cdiv(c_out, block_c))
-    meta = dict(KH=kh, KW=kw, PRECISION=precision, ACC=acc, BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4)
+    meta = dict(KH=kh, KW=kw, PRECISION=precision, ACC=acc, BLOCK_C=block_c, **tuned)
     return Launch("wgrad", (blocks, chunks, k), args, meta, part)
 
 

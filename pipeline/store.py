@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import atomic, locked, write_json
+from pipeline.files import atomic, locked, try_lock, write_json
 from pipeline.trial import TrialRecord
 
 
@@ -102,6 +102,16 @@ class GridStore:
         """Held while a process trains trial ``key``: another process waits, then finds its record."""
         self.folder(key).mkdir(parents=True, exist_ok=True)
         return locked(self.folder(key) / ".lock", on_wait)
+
+    def busy(self, key: str) -> bool:
+        """Whether another process holds trial ``key``'s lock now (it is training it)."""
+        if not self.folder(key).is_dir():
+            return False
+        handle = try_lock(self.folder(key) / ".lock")
+        if handle is None:
+            return True
+        handle.close()
+        return False
 
     def record(self, key: str) -> TrialRecord | None:
         path = self.folder(key) / "record.json"

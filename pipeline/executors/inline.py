@@ -15,11 +15,16 @@ if TYPE_CHECKING:
 
 
 def run(trials: list[Trial], ctx: Context, settings: dict, tracker=None) -> None:
-    """Every trial in turn; once ``ctx.limit`` is reached, the running one checkpoints and no other starts."""
+    """Every trial in turn; once ``ctx.limit`` is reached, the running one checkpoints and no other starts.
+    Several processes may run one sweep on one results folder: each takes next the first trial no
+    other process is training, and waits for one only when all that are left are taken."""
     progress = Progress(trials[0].grid, len(trials))
-    for trial in trials:
+    left = list(trials)
+    while left:
         if ctx.limit.reached():
             return
+        trial = next((t for t in left if not ctx.store(t).busy(t.key)), left[0])
+        left.remove(trial)
         store = ctx.store(trial)
         progress.started(trial)
         if tracker is not None:

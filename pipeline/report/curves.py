@@ -40,7 +40,8 @@ CAPTION = (
     "seeds at each evaluation (log-spaced steps and the last), capacity (b) lighter and dashed; band: the seeds' range, lowest "
     "to highest. Star: the paper's value (one run) at the paper's budget, hollow where the paper does not state its budget and "
     "the paper profile's is used. Crosses on a dotted line: the reference (GPU) run's mean over seeds, its seeds' range as a "
-    "bar. Dashed: chance. The lines above the panels say how each was obtained (profile, iterations, seeds, device)."
+    "bar; plus signs on a dash-dotted line: the reference (CPU) run's. Dashed: chance. The lines above the panels say how "
+    "each was obtained (profile, iterations, seeds, device)."
 )
 
 
@@ -79,9 +80,12 @@ def _spread(points: pd.DataFrame) -> pd.DataFrame:
     return points.groupby("step").value.agg(["mean", "min", "max"]).dropna()
 
 
+REF_STYLE = {"GPU": "x:", "CPU": "+-."}  # a reference's marks and line, by kind
+
+
 def panel(ax, df: pd.DataFrame, grid: Grid, theirs: pd.DataFrame | None, budget: tuple[int, bool], ref: tuple | None) -> str:
     """Draw one table's curves on ``ax`` (``theirs``: the paper's rows, ``paper.paper_rows``; ``budget``:
-    ``paper.budget``; ``ref``: ``reference.load``'s); returns its provenance line."""
+    ``paper.budget``; ``ref``: ``reference.loaded``'s, {kind: (table, provenance)}); returns its provenance line."""
     exp = experiments.get(grid.experiment)
     sigma = shown_sigma(df, grid.experiment)
     ours = df[df.sigma_px == sigma]
@@ -91,12 +95,13 @@ def panel(ax, df: pd.DataFrame, grid: Grid, theirs: pd.DataFrame | None, budget:
         s, style = _spread(points), styles[model]
         ax.plot(s.index, s["mean"], marker=".", ms=3, lw=1.3, label=label, **style)
         ax.fill_between(s.index, s["min"], s["max"], color=style["color"], alpha=0.15, lw=0)
-    if ref is not None:
-        for model, _, points in _series(ref[0][ref[0].sigma_px == sigma]):
+    for kind, (table, _) in (ref or {}).items():
+        for model, _, points in _series(table[table.sigma_px == sigma]):
             if model in drawn:
                 s = _spread(points)
                 bar = [s["mean"] - s["min"], s["max"] - s["mean"]]
-                ax.errorbar(s.index, s["mean"], yerr=bar, fmt="x:", color=styles[model]["color"], ms=5, lw=0.8, elinewidth=0.8, capsize=2)
+                ax.errorbar(s.index, s["mean"], yerr=bar, fmt=REF_STYLE[kind], color=styles[model]["color"], ms=5, lw=0.8, elinewidth=0.8,
+                            capsize=2)  # fmt: skip
     at, stated = budget
     if theirs is not None:
         mine = theirs[theirs.sigma_px == sigma] if theirs.sigma_px.nunique() > 1 else theirs
@@ -133,11 +138,10 @@ def _count(x: float, _=None) -> str:
 def _provenance(name: str, df: pd.DataFrame, ref: tuple | None, with_paper: bool, at: int, stated: bool) -> str:
     its = ", ".join(f"{int(i):,}" for i in sorted(df.iterations.unique()))
     parts = [f"{name}", f"ours: profile {df.profile.iloc[0]}, {its} iterations, {df.seed.nunique()} seeds, device {df.device.iloc[0]}"]
-    if ref is not None:
-        table, facts = ref
+    for kind, (table, facts) in (ref or {}).items():
         its = ", ".join(f"{int(i):,}" for i in sorted(table.iterations.unique()))
         devices = ", ".join(sorted(table.device.unique()))
-        parts.append(f"reference (GPU): {facts['profile']} profile, {its} iterations, {table.seed.nunique()} seeds, {devices} "
+        parts.append(f"{reference.label(kind)}: {facts['profile']} profile, {its} iterations, {table.seed.nunique()} seeds, {devices} "
                      f"({reference.reached(facts)})")  # fmt: skip
     if with_paper:
         parts.append(f"paper: one run, at {at:,} iterations" + ("" if stated else " (the paper profile's; the paper does not say)"))
@@ -151,6 +155,7 @@ def _legend(fig) -> None:
         Patch(color="0.2", alpha=0.15, label="ours: seeds' range"),
         Line2D([], [], color="0.6", ls="--", label="capacity (b): lighter, dashed"),
         Line2D([], [], color="0.2", ls=":", marker="x", ms=5, label="reference (GPU): mean, range"),
+        Line2D([], [], color="0.2", ls="-.", marker="+", ms=5, label="reference (CPU): mean, range"),
         Line2D([], [], ls="none", marker="*", ms=10, color="0.2", label="paper, at its stated budget"),
         Line2D([], [], ls="none", marker="*", ms=10, mec="0.2", mfc="none", label="paper, budget not stated"),
         Line2D([], [], color="0.5", ls="--", lw=0.8, label="chance"),
@@ -166,7 +171,7 @@ def draw(tables: list[tuple[Grid, pd.DataFrame]], paper_csv: str | Path | None =
     notes = []
     for ax, (grid, df) in zip(axes[:, 0], tables):
         theirs = paper.paper_rows(paper_csv, grid.paper_table) if paper_csv and grid.paper_table else None
-        ref = reference.load(grid.name, reference_root) if reference_root else None
+        ref = reference.loaded(grid.name, reference_root) if reference_root else None
         notes.append(panel(ax, df, grid, theirs, paper.budget(grid, protocol_csv), ref))
     axes[-1, 0].set_xlabel("training iterations")
     axes[-1, 0].set_xlim(left=0.8)

@@ -245,11 +245,16 @@ def _matching(frame: pd.DataFrame, setting: dict) -> pd.DataFrame:
     return frame[keep]
 
 
+#: how a reference's dots are marked, by kind
+MARKS = {"GPU": "x", "CPU": "+"}
+
+
 def summary(df, results_path, data_root, out, ref=None):
-    """Any grid: test error per model (and setting), one dot per seed; a reference run's as
-    crosses; a classifier's chance level as a dashed line."""
+    """Any grid: test error per model (and setting), one dot per seed; reference runs' (``ref``: a
+    GPU's table, or {kind: table}) as crosses; a classifier's chance level as a dashed line."""
     rows = df[(df.metric == "test_error") & (df.n_warps_test == df.n_warps_train)]
-    theirs = None if ref is None else ref[(ref.metric == "test_error") & (ref.n_warps_test == ref.n_warps_train)]
+    refs = ref if isinstance(ref, dict) else {"GPU": ref} if ref is not None else {}
+    theirs = {kind: r[(r.metric == "test_error") & (r.n_warps_test == r.n_warps_train)] for kind, r in refs.items()}
     groups = series(rows)
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * rows.model.nunique() * max(1, len(groups)) ** 0.5, 3.6))
     models_ = list(dict.fromkeys(rows.model))
@@ -259,10 +264,10 @@ def summary(df, results_path, data_root, out, ref=None):
         ax.scatter(x, g.value, s=12, alpha=0.8, label=label)
         means = g.groupby("model", sort=False).value.mean()
         ax.scatter([models_.index(m) + (j - (len(groups) - 1) / 2) * width for m in means.index], means, marker="_", s=300, color="k")
-        if theirs is not None:
-            r = _matching(theirs[theirs.model.isin(models_)], setting)
-            x = np.array([models_.index(m) for m in r.model]) + (j - (len(groups) - 1) / 2) * width + 0.12
-            ax.scatter(x, r.value, s=14, marker="x", color="0.25", label="reference (GPU)" if j == 0 else None)
+        for i, (kind, frame) in enumerate(theirs.items()):
+            r = _matching(frame[frame.model.isin(models_)], setting)
+            x = np.array([models_.index(m) for m in r.model]) + (j - (len(groups) - 1) / 2) * width + 0.12 * (i + 1)
+            ax.scatter(x, r.value, s=14, marker=MARKS[kind], color="0.25", label=reference.label(kind) if j == 0 else None)
     exp = experiments.get(df.experiment.iloc[0])
     if exp.chance_error is not None:  # a model on this line has learnt nothing, wherever it ranks
         ax.axhline(exp.chance_error, color="0.5", ls="--", lw=0.8, label=f"chance: always the commonest class ({exp.chance_error:g}%)")
@@ -274,27 +279,25 @@ def summary(df, results_path, data_root, out, ref=None):
 
 
 def learnt_from(grid: str, spec: Figure, reference_root) -> tuple[pd.DataFrame, Path] | None:
-    """The reference run whose trained models ``spec`` draws, as (its results, its table's path),
-    or None where the grid has no reference or it lacks the models' arrays. A short run's models
-    have barely trained; the reference's show what the paper's figures show."""
-    ref = reference.load(grid, reference_root) if reference_root and spec.learnt else None
-    if ref is None:
-        return None
-    df, table = ref[0], Path(reference_root) / grid / f"{grid}.parquet"
-    store = GridStore.of_table(table)
-    wanted = spec.models or tuple(df.model.unique())
-    firsts = [df[df.model == m].sort_values("seed").iloc[:1] for m in wanted]  # what ``arrays`` reads
-    if any(f.empty or not store.has_arrays(f.trial_key.iloc[0]) for f in firsts):
-        return None
-    df.attrs["source"] = "models of the reference (GPU)"
-    return df, table
+    """The reference run whose trained models ``spec`` draws (a GPU's, else a CPU's), as (its results,
+    its table's path), or None where the grid has no reference with the models' arrays. A short
+    run's models have barely trained; the reference's show what the paper's figures show."""
+    for kind, (df, _) in (reference.loaded(grid, reference_root) if reference_root and spec.learnt else {}).items():
+        table = reference.folder(grid, reference_root, kind) / f"{grid}.parquet"
+        store = GridStore.of_table(table)
+        wanted = spec.models or tuple(df.model.unique())
+        firsts = [df[df.model == m].sort_values("seed").iloc[:1] for m in wanted]  # what ``arrays`` reads
+        if all(not f.empty and store.has_arrays(f.trial_key.iloc[0]) for f in firsts):
+            df.attrs |= {"source": f"models of the {reference.label(kind)}", "kind": kind}
+            return df, table
+    return None
 
 
 def render(results_path, data_root, out, figures: list[str], with_summary: bool = True, reference_root=None) -> list[Path]:
     results_path, out = Path(results_path), Path(out)
     df = results.read(results_path)
-    ref = reference.load(results_path.stem, reference_root) if reference_root else None
-    paths = summary(df, results_path, data_root, out, ref[0] if ref else None) if with_summary else []
+    refs = reference.loaded(results_path.stem, reference_root) if reference_root else {}
+    paths = summary(df, results_path, data_root, out, {kind: ref[0] for kind, ref in refs.items()}) if with_summary else []
     for name in figures:
         spec = FIGURES[name]
         source = learnt_from(results_path.stem, spec, reference_root) or (df, results_path)

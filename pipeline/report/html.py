@@ -94,7 +94,8 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
             f"paper's value; a cell with fewer than {agreement.MIN_SEEDS} seeds is not judged (with two, t alone is 12.7 and the "
             "interval holds nearly anything). The median difference gives the scale. Diverged runs, and dead seeds (a seed "
             f"within {agreement.DEAD_MARGIN:g} point of chance while the cell's other seeds learnt), are counted and left out of "
-            "the means. A reference (GPU) row scores a GPU machine's committed run the same way."
+            "the means. A reference (GPU) or reference (CPU) row scores a committed reference run, grown on GPU machines or "
+            "on CPUs, the same way."
             "</p>")  # fmt: skip
     return "<h2>Scorecard</h2>" + pd.DataFrame(rows).to_html(index=False, escape=False) + note
 
@@ -134,24 +135,25 @@ def render(
         )
     exps = sorted({f.experiment.iloc[0] for f in frames.values()})
     grid_of = {name: grids.load_grid(next(g for g in grid_files if Path(g).stem == name)) for name in frames}
-    refs = {name: reference.load(name, reference_root) for name in frames} if reference_root else {}
-    built = {name: tables.build(df, grid_of[name], paper_csv, refs[name][0] if refs.get(name) else None) for name, df in frames.items()}
+    refs = {name: reference.loaded(name, reference_root) for name in frames} if reference_root else {}
+    built = {name: tables.build(df, grid_of[name], paper_csv, {k: r[0] for k, r in refs.get(name, {}).items()})
+             for name, df in frames.items()}  # fmt: skip
     cards = []
     for name, table in built.items():
         if "paper" in table:
             title = grid_of[name].heading.split(":")[0]
             cards.append((name, title, table, frames[name]))
-            if refs.get(name):  # the committed GPU run, scored alone
-                cards.append((name, f"{title} reference (GPU)", tables.build(refs[name][0], grid_of[name], paper_csv), refs[name][0]))
+            for kind, (ref, _) in refs.get(name, {}).items():  # each committed reference run, scored alone
+                cards.append((name, f"{title} {reference.label(kind)}", tables.build(ref, grid_of[name], paper_csv), ref))
     parts.append(_scorecard(cards))
-    facts = {name: reference.facts_of(name, reference_root) for name in frames} if reference_root else {}
-    grown = [reference.progress(f, grid_of[name].heading.split(":")[0]) for name, f in facts.items() if f]
+    facts = {name: reference.all_facts(name, reference_root) for name in frames} if reference_root else {}
+    grown = [reference.progress(f, grid_of[name].heading.split(":")[0]) for name, by_kind in facts.items() for f in by_kind.values()]
     if grown:  # how far each reference has got: its cells are judged at that budget
         parts.append("<p>" + "<br>".join(html.escape(line) for line in grown) + "</p>")
     prov = _provenance(list(frames.values()), data_root)
-    for name, f in facts.items():
-        if f:
-            prov.loc[len(prov)] = [f"{name} reference (GPU)", reference.note(f)]
+    for name, by_kind in facts.items():
+        for kind, f in by_kind.items():
+            prov.loc[len(prov)] = [f"{name} {reference.label(kind)}", reference.note(f)]
     parts.append("<h2>Provenance</h2>" + prov.to_html(index=False, escape=True))
     caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
     parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
@@ -167,8 +169,9 @@ def render(
         parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: {', '.join(links)}</p>")
         for fig in [name, *grid.figures]:
             caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
-            if fig in FIGURES and figures_.learnt_from(name, FIGURES[fig], reference_root):
-                caption += f" Drawn from the trained models of the {reference.note(refs[name][1])}, not this run's."
+            if fig in FIGURES and (learnt := figures_.learnt_from(name, FIGURES[fig], reference_root)):
+                facts_ = refs[name][learnt[0].attrs["kind"]][1]
+                caption += f" Drawn from the trained models of the {reference.note(facts_)}, not this run's."
             parts.append(_figure(figures / f"{fig}.png", caption, out))
     parts.append("<h2>Metrics</h2><ul><li>Classification: test error in % on a fixed, seeded perturbation of the test set "
                  "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "

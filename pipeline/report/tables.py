@@ -38,17 +38,24 @@ def summarize(df: pd.DataFrame, metric: str = "test_error", upper: float = math.
     return pd.DataFrame(cells, columns=[*keys, "ours_mean", "ours_std", "n_seeds", "diverged", "dead", "se", "pi_low", "pi_high"])
 
 
-def build(df: pd.DataFrame, grid: Grid, paper_csv: str | Path | None, ref: pd.DataFrame | None = None) -> pd.DataFrame:
+def _prefix(kind: str) -> str:
+    """The columns of a reference of ``kind``: ref_mean, ... (GPU), ref_cpu_mean, ... (CPU)."""
+    return "ref_" if kind == "GPU" else f"ref_{kind.lower()}_"
+
+
+def build(df: pd.DataFrame, grid: Grid, paper_csv: str | Path | None, ref: pd.DataFrame | dict | None = None) -> pd.DataFrame:
     """The report table of one grid (numbers, not yet formatted), with the agreement columns and,
-    where the grid has a reference run (``pipeline.reference``), its mean, std and seeds."""
+    where the grid has reference runs (``pipeline.reference``; ``ref``: a GPU's table, or {kind:
+    table}), each one's mean, std and seeds."""
     alignment = experiments.is_alignment(grid.experiment)
     upper = math.inf if alignment else 100.0  # classification errors are percentages
     chance = experiments.get(grid.experiment).chance_error
     table = summarize(df, upper=upper, chance=chance)
-    if ref is not None:
-        on = ["model", "sigma_px", *[k for k in results.SETTINGS[1:] if k in ref and ref[k].nunique() > 1]]
-        theirs = summarize(ref, upper=upper, chance=chance)[[*on, "ours_mean", "ours_std", "n_seeds", "dead"]]
-        theirs = theirs.rename(columns={"ours_mean": "ref_mean", "ours_std": "ref_std", "n_seeds": "ref_n", "dead": "ref_dead"})
+    for kind, frame in (ref if isinstance(ref, dict) else {"GPU": ref} if ref is not None else {}).items():
+        on = ["model", "sigma_px", *[k for k in results.SETTINGS[1:] if k in frame and frame[k].nunique() > 1]]
+        theirs = summarize(frame, upper=upper, chance=chance)[[*on, "ours_mean", "ours_std", "n_seeds", "dead"]]
+        p = _prefix(kind)
+        theirs = theirs.rename(columns={"ours_mean": f"{p}mean", "ours_std": f"{p}std", "n_seeds": f"{p}n", "dead": f"{p}dead"})
         table = table.merge(theirs, on=on, how="left")
     order = {m: i for i, m in enumerate(grid.models)}
     if grid.paper_table and paper_csv:
@@ -87,9 +94,11 @@ def formatted(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
             out[label] = table[key].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
     if "paper" in table:
         out["paper"] = table.paper.map(_fmt)
-    if "ref_mean" in table:
-        out["reference (GPU)"] = [_ours(m, sd, n, 0, int(d)) if pd.notna(m) else ""
-                                  for m, sd, n, d in zip(table.ref_mean, table.ref_std, table.ref_n, table.ref_dead)]  # fmt: skip
+    for kind in reference.KINDS:
+        p = _prefix(kind)
+        if f"{p}mean" in table:
+            out[reference.label(kind)] = [_ours(m, sd, n, 0, int(d)) if pd.notna(m) else ""
+                                          for m, sd, n, d in zip(*(table[p + c] for c in ("mean", "std", "n", "dead")))]  # fmt: skip
     out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged, table.dead)]
     # every grid's, as its caption says: an ablation's reader compares settings by them
     out["95% prediction interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.pi_low, table.pi_high)]
@@ -146,12 +155,13 @@ def render(
     """Write ``<out>/<grid>.{md,csv,tex}``; returns the paths."""
     df = results.read(results_path)
     grid = grids.load_grid(grid_path)
-    ref = reference.load(grid.name, reference_root) if reference_root else None
-    facts = reference.facts_of(grid.name, reference_root) if reference_root else None
-    table = build(df, grid, paper_csv, ref[0] if ref else None)
-    # the reference's progress: its column holds only the trials that finished
-    pretty, cap = formatted(table, grid.experiment), caption(df, grid) + (f" {reference.note(facts)}." if facts else "")
-    cap += f" {reference.column(ref[0])}." if ref else ""
+    refs = reference.loaded(grid.name, reference_root) if reference_root else {}
+    facts = reference.all_facts(grid.name, reference_root) if reference_root else {}
+    table = build(df, grid, paper_csv, {kind: ref[0] for kind, ref in refs.items()})
+    # each reference's progress: its column holds only the trials that finished
+    pretty, cap = formatted(table, grid.experiment), caption(df, grid)
+    for kind, f in facts.items():
+        cap += f" {reference.note(f)}." + (f" {reference.column(refs[kind][0])}." if kind in refs else "")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{grid.name}.{ext}" for ext in ("md", "csv", "tex")]

@@ -178,7 +178,7 @@ def test_kernels_compile_for_a_hopper_gpu(name, monkeypatch, conv_fp32_precision
     }[direction]()
     fn = triton.jit({"conv": triton_conv._conv_kernel, "wgrad": triton_conv._wgrad_kernel}[launch.kernel])
     meta = dict(launch.meta)
-    options = {"num_warps": meta.pop("num_warps")}
+    options = {name: meta.pop(name) for name in ("num_warps", "num_stages") if name in meta}  # launch options, not constexprs
     signature = {n: "*fp32" if isinstance(v, torch.Tensor) else "i32" for n, v in zip(fn.arg_names, launch.args)}
     signature |= dict.fromkeys(meta, "constexpr")
     kernel = triton.compile(ASTSource(fn, signature, meta), target=GPUTarget("cuda", 90, 32), options=options)

@@ -18,7 +18,7 @@ LAYERS = {
     "pipeline.runner": 2, "pipeline.tracking": 2, "pipeline.results": 2, "pipeline.prepare": 2,
     "pipeline.executors": 3, "pipeline.executors.inline": 3, "pipeline.executors.tune": 3,
     "pipeline.search": 4, "pipeline.sweep": 5,
-    "pipeline.reference": 3, "pipeline.migrate": 4,
+    "pipeline.reference_keep": 2, "pipeline.reference": 3, "pipeline.migrate": 4,
     "pipeline.report.agreement": 0, "pipeline.report.paper": 0, "pipeline.report.tables": 4, "pipeline.report.figures": 4,
     "pipeline.report.curves": 4, "pipeline.report.html": 5,
 }  # fmt: skip

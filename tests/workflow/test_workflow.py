@@ -153,25 +153,33 @@ def test_another_profile_reruns_every_sweep(workflow_run, mirror):
 
 
 def test_a_reference_run_becomes_a_column_of_its_table(workflow_run, mirror):
-    """A GPU machine's reference run (here this run's own table2, packed and unpacked as one would be)
-    is rendered beside the paper's and this run's, with its provenance, and its dots in the figure."""
+    """A reference run of this machine (here this run's own table2, packed and unpacked as one would be:
+    a CPU's, under <grid>-cpu/) is rendered beside the committed GPU one, the paper's and this run's,
+    with its provenance, its row of the scorecard and its dots in the figure."""
     from pipeline import reference
 
     work, _ = workflow_run
     archive = reference.pack(work / "results", "table2", work / "table2.tar.gz")
     assert archive.stat().st_size < reference.MAX_BYTES
-    reference.unpack(archive, work / "reports" / "reference")
+    kind = reference.kind_here()
+    assert reference.unpack(archive, work / "reports" / "reference") == reference.folder("table2", work / "reports" / "reference", kind)
+    if kind == "CPU":  # the committed GPU reference beside it
+        shutil.copytree(REPO / "reports" / "reference" / "table2", work / "reports" / "reference" / "table2")
     env = workflow_env(work, mirror)
     planned = subprocess.run([*SNAKEMAKE, "-n"], cwd=work, env=env, capture_output=True, text=True, check=True).stdout
     assert "rule table:" in planned and "wildcards: grid=table2" in planned and "rule sweep:" not in planned  # no retraining
     subprocess.run(SNAKEMAKE, cwd=work, env=env, capture_output=True, text=True, check=True)
     md = (work / "reports" / "tables" / "table2.md").read_text()
-    assert re.search(r"\| reference \(GPU\) +\|", md) and "reference (GPU): tiny profile, 30 of 30 iterations, all" in md
+    label, progress = (f"reference ({kind})", "Table 2 reference" + (" (CPU)" if kind == "CPU" else ""))
+    assert re.search(rf"\| {re.escape(label)} +\|", md) and f"{label}: tiny profile, 30 of 30 iterations, all" in md
     page = (work / "reports" / "index.html").read_text()
-    assert "table2 reference (GPU)" in page and "Table 2 reference: 30 of 30 iterations, all" in page  # provenance, progress
+    assert f"table2 {label}" in page and f"{progress}: 30 of 30 iterations, all" in page  # provenance, progress
     card = page[page.index("<h2>Scorecard</h2>") : page.index("<h2>Provenance</h2>")]
-    row = r"#table2'>Table 2 reference \(GPU\)</a></td>.*?not judged \(&lt; 3 seeds\).*?tiny, 30 iterations, 2 seeds"
+    row = rf"#table2'>Table 2 {re.escape(label)}</a></td>.*?not judged \(&lt; 3 seeds\).*?tiny, 30 iterations, 2 seeds"
     assert re.search(row, card, re.S)  # scored like ours (here the packed run is this one, of the tiny profile)
+    if kind == "CPU":  # both, side by side: columns, scorecard rows, provenance
+        assert re.search(r"\| reference \(GPU\) +\| reference \(CPU\) +\|", md)
+        assert "Table 2 reference (GPU)</a>" in card and "table2 reference (GPU)" in page
     assert "reference" not in (work / "reports" / "tables" / "table3.md").read_text()  # only where a grid has one
 
 

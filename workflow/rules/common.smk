@@ -66,13 +66,14 @@ def grid_file(wildcards):
 
 # the protocol's choices, beside the paper's numbers: the learning curves say where the paper states its budget
 PROTOCOL = str(Path(config["paper_results"]).with_name("protocol.csv"))
-REFERENCE = f"{REPORTS}/reference"  # reference runs of a GPU machine, committed (pipeline.reference)
+REFERENCE = f"{REPORTS}/reference"  # reference runs of GPU machines (<grid>/) and CPUs (<grid>-cpu/), committed (pipeline.reference)
 
 
 def reference_of(wildcards):
-    """The grid's reference results, where it has one: its report gets their column and dots."""
-    path = Path(REFERENCE, wildcards.grid, f"{wildcards.grid}.parquet")
-    return [str(path)] if path.is_file() else []
+    """The grid's reference results, where it has any: its report gets their columns and dots."""
+    folders = [wildcards.grid, f"{wildcards.grid}-cpu"]
+    paths = [Path(REFERENCE, f, f"{wildcards.grid}.parquet") for f in folders]
+    return [str(p) for p in paths if p.is_file()]
 
 
 def reference_root(wildcards, input):
