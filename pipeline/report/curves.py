@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+from pipeline.report.markup import plain_figures
 
-matplotlib.use("Agg")
+plain_figures()  # before pyplot: no display, and every text drawn as plain text
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from pipeline.report.markup import plain_figures
 
-matplotlib.use("Agg")
+plain_figures()  # before pyplot: no display, and every text drawn as plain text
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

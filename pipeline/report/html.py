@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import sys
@@ -22,6 +21,8 @@ from pipeline.files import write_text
 from pipeline.report import agreement, curves, one_line_errors, tables
 from pipeline.report import figures as figures_
 from pipeline.report.figures import FIGURES
+from pipeline.report.markup import Markup, join, markup
+from pipeline.report.markup import table as html_table
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -74,36 +75,36 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
             judged = f"{card['agree']} of {card['judged']} ({card['fraction']:.0%})"
         chance = "n/a" if card["at_chance"] is None else f"{card['at_chance']} of {card['rows']}"
         rows.append({
-            "table": f"<a href='#{anchor}'>{html.escape(label)}</a>",
+            "table": markup("<a href='#{}'>{}</a>", anchor, label),
             "Kendall's τ (p, cells)": "n/a" if card["tau"] != card["tau"] else f"{card['tau']:+.2f} (p = {card['p']:.2g}, {card['cells']})",
             "cells at chance": chance,
-            "cells in agreement": html.escape(judged),
+            "cells in agreement": judged,
             "median |ours − paper|": f"{card['median_abs_diff']:.3g}",
             "diverged runs": card["diverged"],
             "dead seeds": card["dead"],
             "profile": f"{df.profile.iloc[0]}, {', '.join(map(str, sorted(df.iterations.unique())))} iterations, {df.seed.nunique()} seeds",
         })  # fmt: skip
     if not rows:
-        return ""
+        return Markup()
     chances = ", ".join(f"{e.name} {e.chance_error:g}%" for e in experiments.EXPERIMENTS.values() if e.chance_error is not None)
-    note = ("<p class='caption'>τ: Kendall's tau-b between the paper's values and our means over the cells both have (1: the "
-            "paper's ordering exactly), with its two-sided p-value, leaving out the cells at chance: a classifier whose mean "
-            f"error is no lower than always answering the test set's commonest class ({chances}) has learnt nothing, and its "
-            "rank among such models is noise (n/a: fewer than two cells left). The paper reports one run per cell, so a cell "
-            "agrees when our 95% prediction interval for a single run, t·s·√(1 + 1/n) around our mean over seeds, holds the "
-            f"paper's value; a cell with fewer than {agreement.MIN_SEEDS} seeds is not judged (with two, t alone is 12.7 and the "
-            "interval holds nearly anything). The median difference gives the scale. Diverged runs, and dead seeds (a seed "
-            f"within {agreement.DEAD_MARGIN:g} point of chance while the cell's other seeds learnt), are counted and left out of "
-            "the means. A reference (GPU) row scores a GPU machine's committed run the same way."
-            "</p>")  # fmt: skip
-    return "<h2>Scorecard</h2>" + pd.DataFrame(rows).to_html(index=False, escape=False) + note
+    note = markup("<p class='caption'>{}</p>",
+                  "τ: Kendall's tau-b between the paper's values and our means over the cells both have (1: the "
+                  "paper's ordering exactly), with its two-sided p-value, leaving out the cells at chance: a classifier whose mean "
+                  f"error is no lower than always answering the test set's commonest class ({chances}) has learnt nothing, and its "
+                  "rank among such models is noise (n/a: fewer than two cells left). The paper reports one run per cell, so a cell "
+                  "agrees when our 95% prediction interval for a single run, t·s·√(1 + 1/n) around our mean over seeds, holds the "
+                  f"paper's value; a cell with fewer than {agreement.MIN_SEEDS} seeds is not judged (with two, t alone is 12.7 and the "
+                  "interval holds nearly anything). The median difference gives the scale. Diverged runs, and dead seeds (a seed "
+                  f"within {agreement.DEAD_MARGIN:g} point of chance while the cell's other seeds learnt), are counted and left out of "
+                  "the means. A reference (GPU) row scores a GPU machine's committed run the same way.")  # fmt: skip
+    return Markup("<h2>Scorecard</h2>" + html_table(pd.DataFrame(rows)) + note)
 
 
-def _figure(png: Path, caption: str, out: Path) -> str:
+def _figure(png: Path, caption: str, out: Path) -> Markup:
     """A figure's PNG, captioned, with a link to its PDF, addressed from the page ``out``."""
     rel = os.path.relpath(png, out.parent)
-    return (f"<figure><img src='{rel}' alt='{png.stem}'><figcaption class='caption'>{html.escape(caption)} "
-            f"(<a href='{rel[:-4]}.pdf'>PDF</a>)</figcaption></figure>")  # fmt: skip
+    return markup("<figure><img src='{}' alt='{}'><figcaption class='caption'>{} (<a href='{}'>PDF</a>)</figcaption></figure>",
+                  rel, png.stem, caption, rel[:-4] + ".pdf")  # fmt: skip
 
 
 def render(
@@ -120,18 +121,19 @@ def render(
     frames = {Path(p).stem: results.read(p) for p in result_paths}
     profiles = {f.profile.iloc[0] for f in frames.values()}
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>icstn-bench report</title>",
-        f"<style>{STYLE}</style></head><body>",
+        Markup("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>icstn-bench report</title>"),
+        Markup(f"<style>{STYLE}</style></head><body>"),
+        Markup("<h1>icstn-bench: Inverse Compositional STNs, reproduced</h1>"),
+        Markup("<p class='muted'>Lin &amp; Lucey, CVPR 2017. Our numbers beside the paper's; every number says how it was obtained.</p>"),
     ]
-    parts.append("<h1>icstn-bench: Inverse Compositional STNs, reproduced</h1>")
-    parts.append("<p class='muted'>Lin &amp; Lucey, CVPR 2017. Our numbers beside the paper's; every number says how it was obtained.</p>")
     if profiles != {"paper"}:
         its = sorted({int(i) for f in frames.values() for i in f.iterations.unique()})
-        parts.append(
-            f"<p class='banner'>Profile <code>{html.escape(', '.join(sorted(profiles)))}</code>: this is NOT the paper's protocol. "
-            f"Models trained for {', '.join(map(str, its))} iterations (the paper: 200,000), on few seeds and test subsets; "
-            "expect errors far above the paper's. Run <code>make reproduce PROFILE=paper</code> for the full protocol.</p>"
-        )
+        parts.append(markup(
+            "<p class='banner'>Profile <code>{}</code>: this is NOT the paper's protocol. Models trained for {} iterations (the "
+            "paper: 200,000), on few seeds and test subsets; expect errors far above the paper's. Run "
+            "<code>make reproduce PROFILE=paper</code> for the full protocol.</p>",
+            ", ".join(sorted(profiles)), ", ".join(map(str, its)),
+        ))  # fmt: skip
     exps = sorted({f.experiment.iloc[0] for f in frames.values()})
     grid_of = {name: grids.load_grid(next(g for g in grid_files if Path(g).stem == name)) for name in frames}
     refs = {name: reference.load(name, reference_root) for name in frames} if reference_root else {}
@@ -147,36 +149,35 @@ def render(
     facts = {name: reference.facts_of(name, reference_root) for name in frames} if reference_root else {}
     grown = [reference.progress(f, grid_of[name].heading.split(":")[0]) for name, f in facts.items() if f]
     if grown:  # how far each reference has got: its cells are judged at that budget
-        parts.append("<p>" + "<br>".join(html.escape(line) for line in grown) + "</p>")
+        parts.append(Markup("<p>" + join(grown, "<br>") + "</p>"))
     prov = _provenance(list(frames.values()), data_root)
     for name, f in facts.items():
         if f:
             prov.loc[len(prov)] = [f"{name} reference (GPU)", reference.note(f)]
-    parts.append("<h2>Provenance</h2>" + prov.to_html(index=False, escape=True))
+    parts.append(Markup("<h2>Provenance</h2>" + html_table(prov)))
     caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
-    parts.append("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>")
+    parts.append(Markup("<ul>" + "".join(markup("<li>{}</li>", c) for c in caveats) + "</ul>"))
     learning = figures / f"{curves.NAME}.png"
     if learning.is_file():  # the workflow draws it for every report (pipeline.report.curves)
-        parts.append("<h2 id='learning-curves'>Learning curves</h2>" + _figure(learning, curves.CAPTION, out))
+        parts.append(Markup("<h2 id='learning-curves'>Learning curves</h2>" + _figure(learning, curves.CAPTION, out)))
     for name, df in frames.items():
         grid = grid_of[name]
-        table = tables.formatted(built[name], grid.experiment)
-        parts.append(f"<h2 id='{name}'>{html.escape(grid.heading)}</h2>")
-        parts.append(table.to_html(index=False, escape=True))
-        links = [f"<a href='{os.path.relpath(tables_dir / f'{name}.{e}', out.parent)}'>{e}</a>" for e in ("md", "csv", "tex")]
-        parts.append(f"<p class='caption'>{html.escape(tables.caption(df, grid))} Files: {', '.join(links)}</p>")
+        parts.append(markup("<h2 id='{}'>{}</h2>", name, grid.heading))
+        parts.append(html_table(tables.formatted(built[name], grid.experiment)))
+        links = [markup("<a href='{}'>{}</a>", os.path.relpath(tables_dir / f"{name}.{e}", out.parent), e) for e in ("md", "csv", "tex")]
+        parts.append(markup("<p class='caption'>{} Files: {}</p>", tables.caption(df, grid), join(links, ", ")))
         for fig in [name, *grid.figures]:
             caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
             if fig in FIGURES and figures_.learnt_from(name, FIGURES[fig], reference_root):
                 caption += f" Drawn from the trained models of the {reference.note(refs[name][1])}, not this run's."
             parts.append(_figure(figures / f"{fig}.png", caption, out))
-    parts.append("<h2>Metrics</h2><ul><li>Classification: test error in % on a fixed, seeded perturbation of the test set "
+    parts.append(Markup("<h2>Metrics</h2><ul><li>Classification: test error in % on a fixed, seeded perturbation of the test set "
                  "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "
                  "box corners under the predicted warp and under the ground truth; the paper does not state its unit. Two "
                  "calibration rows: the unaligned input, and the best one-step linear predictor (a least-squares fit of the "
                  "inverse warp on the pixels, on the same training distribution), which a c-STN-1 can at best approach.</li>"
-                 "<li>Browse every run, curve and artifact with <code>mlflow ui</code>.</li></ul></body></html>")  # fmt: skip
-    return write_text(out, "\n".join(parts))
+                 "<li>Browse every run, curve and artifact with <code>mlflow ui</code>.</li></ul></body></html>"))  # fmt: skip
+    return write_text(out, join(parts))
 
 
 @one_line_errors

@@ -22,6 +22,7 @@ from icstn import experiments
 from pipeline import grids, reference, results, schema
 from pipeline.grids import Grid
 from pipeline.report import agreement, one_line_errors
+from pipeline.report.markup import md_text, tex_text
 from pipeline.report.paper import paper_rows
 
 CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
@@ -106,23 +107,17 @@ def formatted(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def to_markdown(table: pd.DataFrame, caption: str) -> str:
-    return table.to_markdown(index=False, disable_numparse=True) + f"\n\n{caption}\n"
-
-
-_TEX = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "−": "$-$", "σ": r"$\sigma$",
-}  # fmt: skip
-
-
-def _tex(text) -> str:
-    return "".join(_TEX.get(c, c) for c in str(text))
+def to_markdown(table: pd.DataFrame, caption: str, heading: str | None = None) -> str:
+    """The table as Markdown, every cell and the caption (and ``heading``, a title above) shown as plain text."""
+    body = table.rename(columns=md_text).map(md_text).to_markdown(index=False, disable_numparse=True)
+    top = f"# {md_text(heading, line_start=True)}\n\n" if heading is not None else ""
+    return f"{top}{body}\n\n{md_text(caption, line_start=True)}\n"
 
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
-    styler = table.rename(columns=_tex).map(_tex).style.hide(axis="index")
-    return styler.to_latex(caption=_tex(caption), position="t", position_float="centering", hrules=True,
+    """The table as a LaTeX float, every cell and the caption shown as plain text."""
+    styler = table.rename(columns=tex_text).map(tex_text).style.hide(axis="index")
+    return styler.to_latex(caption=tex_text(caption), position="t", position_float="centering", hrules=True,
                            column_format="l" + "r" * (len(table.columns) - 1))  # fmt: skip
 
 
@@ -155,7 +150,7 @@ def render(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{grid.name}.{ext}" for ext in ("md", "csv", "tex")]
-    paths[0].write_text(f"# {grid.heading}\n\n" + to_markdown(pretty, cap))
+    paths[0].write_text(to_markdown(pretty, cap, grid.heading))
     table.to_csv(paths[1], index=False, float_format="%.4f")
     paths[2].write_text(to_latex(pretty, cap))
     return paths
