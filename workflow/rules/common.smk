@@ -9,6 +9,7 @@ from pipeline.fetch import default_mirror
 from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
+from pipeline.report.paper import read_paper_results, read_protocol
 from pipeline.settings import export_max_trials
 from pipeline.stop import export_deadline
 
@@ -66,6 +67,10 @@ def grid_file(wildcards):
 
 # the protocol's choices, beside the paper's numbers: the learning curves say where the paper states its budget
 PROTOCOL = str(Path(config["paper_results"]).with_name("protocol.csv"))
+# Both are edited by hand: a mistake in either stops the workflow here, before any job, naming the
+# file, the line and the rule (the report steps check them again as they read them).
+read_paper_results(config["paper_results"])
+read_protocol(PROTOCOL)
 REFERENCE = f"{REPORTS}/reference"  # reference runs of a GPU machine, committed (pipeline.reference)
 
 
