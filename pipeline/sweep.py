@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"refuse a grid of more trials (default: {settings.MAX_TRIALS_ENV}, else config key max_trials)")  # fmt: skip
     parser.add_argument("--stop-after", default=None, metavar="DURATION",
                         help="a time limit, e.g. 90s, 8m, 1.5h: then every trial checkpoints and stops, and a rerun continues")  # fmt: skip
-    parser.add_argument("--deadline", type=float, default=os.environ.get(DEADLINE_ENV),
+    parser.add_argument("--deadline", default=os.environ.get(DEADLINE_ENV),
                         help=f"the limit as a time.time() value (default: {DEADLINE_ENV}: a workflow's, for all its sweeps)")  # fmt: skip
     args = parser.parse_args(argv)
     config = args.settings
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_after:
             limit = Limit.after(args.stop_after, request, where="--stop-after")
         elif args.deadline:
-            limit = Limit(args.deadline, str(request))
+            limit = Limit.at(args.deadline, request)
         else:
             limit = Limit.after(config["stop_after"], request, where="config key 'stop_after'")
     except ValueError as exc:
