@@ -68,12 +68,20 @@ def build(df: pd.DataFrame, grid: Grid, paper_csv: str | Path | None, ref: pd.Da
     return table.sort_values(by, kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
-def _fmt(x, digits=3) -> str:
-    return "" if pd.isna(x) else f"{x:.{digits}f}"
+#: from here on a number is written with an exponent (1.23e+06): 1e308 in fixed point is 309 digits
+LARGE = 1e6
+
+
+def _fmt(x, digits: int = 3, sign: str = "") -> str:
+    """A table's number: fixed point with ``digits`` decimals, or ``digits`` significant digits and an
+    exponent where it is at least LARGE; '' where missing; ``sign``: '+' to sign it always."""
+    if pd.isna(x):
+        return ""
+    return f"{x:{sign}.{digits}g}" if math.isfinite(x) and abs(x) >= LARGE else f"{x:{sign}.{digits}f}"
 
 
 def _ours(mean, std, n, diverged, dead=0) -> str:
-    text = f"{mean:.3f} ± {std:.3f} ({n})" if n else "diverged"
+    text = f"{_fmt(mean)} ± {_fmt(std)} ({n})" if n else "diverged"
     return text + (f", {diverged} diverged" if diverged and n else "") + (f", {dead} dead" if dead else "")
 
 
@@ -93,10 +101,10 @@ def formatted(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
                                   for m, sd, n, d in zip(table.ref_mean, table.ref_std, table.ref_n, table.ref_dead)]  # fmt: skip
     out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged, table.dead)]
     # every grid's, as its caption says: an ablation's reader compares settings by them
-    out["95% prediction interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.pi_low, table.pi_high)]
+    out["95% prediction interval"] = [f"[{_fmt(lo)}, {_fmt(hi)}]" if pd.notna(lo) else "" for lo, hi in zip(table.pi_low, table.pi_high)]
     if "paper" in table:
         out["ours − paper (SE)"] = [
-            "" if pd.isna(d) else f"{d:+.3f}" + (f" ({z:+.1f})" if pd.notna(z) and abs(z) != float("inf") else "")
+            "" if pd.isna(d) else _fmt(d, sign="+") + (f" ({_fmt(z, 1, '+')})" if pd.notna(z) and abs(z) != float("inf") else "")
             for d, z in zip(table["diff"], table.diff_se)
         ]
         out["agrees"] = table.agrees.map(lambda a: "" if pd.isna(a) else ("yes" if a else "no"))

@@ -76,3 +76,15 @@ def test_the_report_step_says_it_in_one_line(tmp_path, capsys):
     argv = ["--results", str(REPO / "reports" / "reference" / "table2" / "table2.parquet"), "--grid", str(grid), "--paper", str(path)]
     assert tables.main([*argv, "--out", str(tmp_path / "out"), "--reference", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {path}: line 38: column 'value': bad value 'n/a'; allowed: a finite number >= 0\n"
+
+
+def test_a_huge_paper_value_is_written_readably(tmp_path):
+    from pipeline import grids
+    from tests.pipeline.test_curves import table
+
+    path = edited(tmp_path, PAPER_RESULTS, lambda df: df.assign(value=df.value.where(df.model != "CNN", "1e308")))
+    grid = grids.load_grid(REPO / "config" / "grids" / "table2.yaml")
+    built = tables.build(table("table2", ["CNN(a)"], [3.5]).assign(capacity=39079), grid, path)
+    row = tables.formatted(built, "mnist").iloc[0]
+    assert row["paper"] == "1e+308" and row["ours − paper (SE)"].startswith("-1e+308")
+    assert max(len(cell) for cell in row) < 40
