@@ -30,6 +30,7 @@ from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 from icstn import experiments  # noqa: E402
 from pipeline import grids, reference, results, schema  # noqa: E402
 from pipeline.grids import Grid  # noqa: E402
+from pipeline.provenance import counted  # noqa: E402
 from pipeline.report import one_line_errors, paper, save_figure  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
 
@@ -132,12 +133,13 @@ def _count(x: float, _=None) -> str:
 
 def _provenance(name: str, df: pd.DataFrame, ref: tuple | None, with_paper: bool, at: int, stated: bool) -> str:
     its = ", ".join(f"{int(i):,}" for i in sorted(df.iterations.unique()))
-    parts = [f"{name}", f"ours: profile {df.profile.iloc[0]}, {its} iterations, {df.seed.nunique()} seeds, device {df.device.iloc[0]}"]
+    seeds = counted(df.seed.nunique(), "seed")
+    parts = [f"{name}", f"ours: profile {df.profile.iloc[0]}, {its} iterations, {seeds}, device {df.device.iloc[0]}"]
     if ref is not None:
         table, facts = ref
         its = ", ".join(f"{int(i):,}" for i in sorted(table.iterations.unique()))
         devices = ", ".join(sorted(table.device.unique()))
-        parts.append(f"reference (GPU): {facts['profile']} profile, {its} iterations, {table.seed.nunique()} seeds, {devices} "
+        parts.append(f"reference (GPU): {facts['profile']} profile, {its} iterations, {counted(table.seed.nunique(), 'seed')}, {devices} "
                      f"({reference.reached(facts)})")  # fmt: skip
     if with_paper:
         parts.append(f"paper: one run, at {at:,} iterations" + ("" if stated else " (the paper profile's; the paper does not say)"))

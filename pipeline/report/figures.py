@@ -27,6 +27,7 @@ from icstn import data, experiments, noise, warps  # noqa: E402
 from pipeline import reference, results, schema  # noqa: E402
 from pipeline.grids import Grid, GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
+from pipeline.provenance import counted  # noqa: E402
 from pipeline.report import one_line_errors, save_figure  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
@@ -89,7 +90,7 @@ def figure_owners(grids_by_name: dict[str, Grid], files: dict[str, Path]) -> dic
 def provenance_note(df: pd.DataFrame) -> str:
     return (
         f"{df.attrs.get('source', 'ours')}: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, "
-        f"{df.seed.nunique()} seeds, "
+        f"{counted(df.seed.nunique(), 'seed')}, "
         f"device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}"
     )
 

@@ -18,6 +18,7 @@ import pandas as pd
 from icstn import experiments
 from pipeline import grids, reference, results, schema
 from pipeline.files import write_text
+from pipeline.provenance import counted
 from pipeline.report import agreement, curves, one_line_errors, tables
 from pipeline.report import figures as figures_
 from pipeline.report.figures import FIGURES
@@ -82,7 +83,8 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
             "median |ours − paper|": f"{card['median_abs_diff']:.3g}",
             "diverged runs": card["diverged"],
             "dead seeds": card["dead"],
-            "profile": f"{df.profile.iloc[0]}, {', '.join(map(str, sorted(df.iterations.unique())))} iterations, {df.seed.nunique()} seeds",
+            "profile": f"{df.profile.iloc[0]}, {', '.join(map(str, sorted(df.iterations.unique())))} iterations, "
+                       f"{counted(df.seed.nunique(), 'seed')}",
         })  # fmt: skip
     if not rows:
         return Markup()
