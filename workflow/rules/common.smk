@@ -1,9 +1,12 @@
 # Grids are discovered from config['grids']: a new file is a new sweep, table and figure.
 # Each is validated here, so a mistake stops the workflow before any job starts.
 import json
+import logging
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+from snakemake_interface_logger_plugins.common import LogEvent
 
 from pipeline.fetch import default_mirror
 from pipeline.files import try_lock
@@ -148,6 +151,42 @@ def continue_stopped_sweeps():
 # the one driver of this directory (a second is refused, and must not touch its sweeps)
 if DRIVER:
     continue_stopped_sweeps()
+
+
+class QuietStop(logging.Filter):
+    """Snakemake's error messages of a results job whose sweep stopped at the time limit (the job ends
+    with pipeline.results' STOPPED: there is no table yet) are dropped, with the closing lines of a
+    run that had no other failure. ``only_stops``: whether every failure was such a stop.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stops = self.failures = 0
+
+    def _stopped_table(self, text):
+        return any(f"{RESULTS}/{g}" in text for g in stopped_sweeps())
+
+    def filter(self, record):
+        event, text = getattr(record, "event", None), record.getMessage()
+        if event == LogEvent.JOB_ERROR:
+            stop = record.rule_name == "results" and self._stopped_table(
+                str(record.output)
+            )
+            self.stops, self.failures = self.stops + stop, self.failures + (not stop)
+            return not stop
+        if record.levelno >= logging.ERROR and "pipeline.results --sweep" in text:
+            return not self._stopped_table(text)
+        if text.startswith(
+            ("Shutting down, this might", "Exiting because a job execution failed")
+        ):
+            return not self.only_stops()
+        return True
+
+    def only_stops(self):
+        return self.stops > 0 and self.failures == 0
+
+
+QUIET_STOP = QuietStop()
 
 
 def sweeps_then_report(wildcards):
