@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from icstn import experiments
-from pipeline import grids, reference, results, schema
+from pipeline import fetch, grids, reference, results, schema
 from pipeline.files import write_text
 from pipeline.provenance import counted
-from pipeline.report import agreement, curves, one_line_errors, tables
+from pipeline.report import agreement, curves, one_line_errors, paper, tables
 from pipeline.report import figures as figures_
 from pipeline.report.figures import FIGURES
 from pipeline.report.markup import Markup, join, markup
@@ -33,6 +34,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px so
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .banner{background:#fff4d6;border:1px solid #e0b84c;padding:.7em 1em;border-radius:6px;font-weight:600}
 .caption{color:#555;font-size:.88em} figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee}
+.note{background:#eef4fb;border-left:4px solid #6a9fd8;padding:.4em .8em}
 code{background:#f5f5f5;padding:0 .25em} .muted{color:#777;font-size:.85em}
 """
 
@@ -102,6 +104,15 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
     return Markup("<h2>Scorecard</h2>" + html_table(pd.DataFrame(rows)) + note)
 
 
+def _caveats(experiment: str, frames: list[pd.DataFrame]) -> list[str]:
+    """What a reader must know about an experiment's data: its caveat, and its mirror's where any of
+    its files came from a mirror (``data_fetched_from``: the origins, '; '-separated)."""
+    exp = experiments.get(experiment)
+    origins = {o for f in frames for value in f.data_fetched_from.dropna().unique() for o in str(value).split("; ")}
+    mirrored = any(not fetch.is_official(experiment, o) for o in origins)
+    return [c for c in (exp.caveat, exp.mirror_caveat if mirrored else "") if c]
+
+
 def _figure(png: Path, caption: str, out: Path) -> Markup:
     """A figure's PNG, captioned, with a link to its PDF, addressed from the page ``out``."""
     rel = os.path.relpath(png, out.parent)
@@ -118,10 +129,14 @@ def render(
     paper_csv: Path,
     out: Path,
     reference_root: Path | None = None,
+    tracking_uri: str | None = None,
 ) -> Path:
+    """``out``, the report page of the results tables; ``tracking_uri``: the MLflow store the runs
+    were recorded in ('' where tracking was off; None: not known), which its last line opens."""
     out = Path(out)
     frames = {Path(p).stem: results.read(p) for p in result_paths}
     profiles = {f.profile.iloc[0] for f in frames.values()}
+    grid_of = {name: grids.load_grid(next(g for g in grid_files if Path(g).stem == name)) for name in frames}
     parts = [
         Markup("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>icstn-bench report</title>"),
         Markup(f"<style>{STYLE}</style></head><body>"),
@@ -129,15 +144,14 @@ def render(
         Markup("<p class='muted'>Lin &amp; Lucey, CVPR 2017. Our numbers beside the paper's; every number says how it was obtained.</p>"),
     ]
     if profiles != {"paper"}:
-        its = sorted({int(i) for f in frames.values() for i in f.iterations.unique()})
+        budgets = "; ".join(_budget(grid_of[name], df, paper_csv) for name, df in frames.items())
         parts.append(markup(
-            "<p class='banner'>Profile <code>{}</code>: this is NOT the paper's protocol. Models trained for {} iterations (the "
-            "paper: 200,000), on few seeds and test subsets; expect errors far above the paper's. Run "
-            "<code>make reproduce PROFILE=paper</code> for the full protocol.</p>",
-            ", ".join(sorted(profiles)), ", ".join(map(str, its)),
+            "<p class='banner'>Profile <code>{}</code>: this is NOT the paper's protocol. Models trained for {}, on few seeds and "
+            "test subsets; expect errors far above the paper's. Run <code>make reproduce PROFILE=paper</code> for the full "
+            "protocol.</p>",
+            ", ".join(sorted(profiles)), budgets,
         ))  # fmt: skip
     exps = sorted({f.experiment.iloc[0] for f in frames.values()})
-    grid_of = {name: grids.load_grid(next(g for g in grid_files if Path(g).stem == name)) for name in frames}
     refs = {name: reference.load(name, reference_root) for name in frames} if reference_root else {}
     built = {name: tables.build(df, grid_of[name], paper_csv, refs[name][0] if refs.get(name) else None) for name, df in frames.items()}
     cards = []
@@ -157,7 +171,7 @@ def render(
         if f:
             prov.loc[len(prov)] = [f"{name} reference (GPU)", reference.note(f)]
     parts.append(Markup("<h2>Provenance</h2>" + html_table(prov)))
-    caveats = [experiments.get(e).caveat for e in exps if experiments.get(e).caveat]
+    caveats = [c for e in exps for c in _caveats(e, [f for f in frames.values() if f.experiment.iloc[0] == e])]
     parts.append(Markup("<ul>" + "".join(markup("<li>{}</li>", c) for c in caveats) + "</ul>"))
     learning = figures / f"{curves.NAME}.png"
     if learning.is_file():  # the workflow draws it for every report (pipeline.report.curves)
@@ -168,6 +182,8 @@ def render(
         parts.append(html_table(tables.formatted(built[name], grid.experiment)))
         links = [markup("<a href='{}'>{}</a>", os.path.relpath(tables_dir / f"{name}.{e}", out.parent), e) for e in ("md", "csv", "tex")]
         parts.append(markup("<p class='caption'>{} Files: {}</p>", tables.caption(df, grid), join(links, ", ")))
+        if note := tables.notes(built[name], grid.experiment):  # beside the table, where its cells are read
+            parts.append(markup("<p class='note'>{}</p>", note))
         for fig in [name, *grid.figures]:
             caption = FIGURES[fig].caption if fig in FIGURES else f"{name}: test error per model, one dot per seed."
             if fig in FIGURES and figures_.learnt_from(name, FIGURES[fig], reference_root):
@@ -177,9 +193,30 @@ def render(
                  "(the same perturbation for every model).</li><li>Planar: mean distance, in pixels of the 50x50 sample, between the "
                  "box corners under the predicted warp and under the ground truth; the paper does not state its unit. Two "
                  "calibration rows: the unaligned input, and the best one-step linear predictor (a least-squares fit of the "
-                 "inverse warp on the pixels, on the same training distribution), which a c-STN-1 can at best approach.</li>"
-                 "<li>Browse every run, curve and artifact with <code>mlflow ui</code>.</li></ul></body></html>"))  # fmt: skip
+                 "inverse warp on the pixels, on the same training distribution), which a c-STN-1 can at best approach.</li>"))  # fmt: skip
+    parts.append(Markup(_browse(tracking_uri) + "</ul></body></html>"))
     return write_text(out, join(parts))
+
+
+def _budget(grid: grids.Grid, df: pd.DataFrame, paper_csv: Path) -> str:
+    """A table's iterations beside the paper's, where the paper states them ('Table 2: 300 iterations
+    (the paper: 200,000)'), else beside the paper profile's."""
+    its = ", ".join(f"{int(i):,}" for i in sorted(df.iterations.unique()))
+    at, stated = paper.budget(grid, Path(paper_csv).with_name("protocol.csv"))
+    theirs = f"the paper: {at:,}" if stated else f"the paper does not state its budget; the paper profile's: {at:,}"
+    return f"{grid.heading.split(':')[0]}: {its} iterations ({theirs})"
+
+
+def _browse(uri: str | None) -> Markup:
+    """The last line: how to browse the runs of the MLflow store ``uri``."""
+    if uri is None:
+        return Markup("<li>Browse every run, curve and artifact with <code>mlflow ui --backend-store-uri &lt;the store&gt;</code>.</li>")
+    if not uri:
+        return Markup("<li>MLflow tracking was off for this run: its runs are in the results tables only.</li>")
+    if uri.startswith(("http://", "https://")):
+        return markup("<li>Browse every run, curve and artifact on the tracking server: <a href='{}'>{}</a>.</li>", uri, uri)
+    return markup("<li>Browse every run, curve and artifact with <code>{}</code>, then open http://127.0.0.1:5000.</li>",
+                  f"mlflow ui --backend-store-uri {shlex.quote(uri)}")  # fmt: skip
 
 
 @one_line_errors
@@ -193,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", default=schema.default("paper_results"))
     parser.add_argument("--out", default="reports/index.html")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (a column where a grid has one)")
+    parser.add_argument("--tracking-uri", default=None, help="the MLflow store of the runs ('': tracking was off), for the last line")
     a = parser.parse_args(argv)
     paths = [Path(p) for p in a.results], [Path(g) for g in a.grids], Path(a.data), Path(a.figures), Path(a.tables), Path(a.paper)
-    print(render(*paths, Path(a.out), Path(a.reference)), file=sys.stderr)
+    print(render(*paths, Path(a.out), Path(a.reference), a.tracking_uri), file=sys.stderr)
     return 0
 
 

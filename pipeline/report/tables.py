@@ -129,6 +129,22 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
                            column_format="l" + "r" * (len(table.columns) - 1))  # fmt: skip
 
 
+def notes(table: pd.DataFrame, experiment: str) -> str:
+    """What a reader of the table (``build``'s) must know before comparing its cells: those at chance,
+    and that none is judged where no cell has the seeds ('' where neither)."""
+    out = []
+    chance = experiments.get(experiment).chance_error
+    ours = table[~table.model.isin(CALIBRATION.values())]
+    at_chance = int((ours.ours_mean >= chance).sum()) if chance is not None else 0
+    if at_chance:
+        out.append(f"{at_chance} of {len(ours)} cells are at chance (a mean error of at least {chance:g}%, that of always answering "
+                   "the commonest class): those models learnt nothing at this budget, and their order is noise.")  # fmt: skip
+    if "paper" in table and ours.paper.notna().any() and not (ours.n_seeds >= agreement.MIN_SEEDS).any():
+        out.append(f"No cell is judged against the paper: each has fewer than {agreement.MIN_SEEDS} seeds, which leaves 'agrees' "
+                   "and the SE empty; the difference alone is shown.")  # fmt: skip
+    return " ".join(out)
+
+
 def caption(df: pd.DataFrame, grid: Grid) -> str:
     unit = experiments.get(grid.experiment).error_unit
     it = sorted(df.iterations.unique())
@@ -155,6 +171,7 @@ def render(
     # the reference's progress: its column holds only the trials that finished
     pretty, cap = formatted(table, grid.experiment), caption(df, grid) + (f" {reference.note(facts)}." if facts else "")
     cap += f" {reference.column(ref[0])}." if ref else ""
+    cap += f" {notes(table, grid.experiment)}" if notes(table, grid.experiment) else ""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{grid.name}.{ext}" for ext in ("md", "csv", "tex")]

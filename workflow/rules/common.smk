@@ -15,6 +15,7 @@ from pipeline.report.figures import FIGURES, figure_owners
 from pipeline.report.paper import read_paper_results, read_protocol
 from pipeline.settings import export_max_trials
 from pipeline.stop import export_deadline
+from pipeline.tracking import tracking_uri
 
 # config/grids always; config/ablations too when switched on (--config ablations=true)
 GRID_FILES = discover(
@@ -74,6 +75,10 @@ PROTOCOL = str(Path(config["paper_results"]).with_name("protocol.csv"))
 # file, the line and the rule (the report steps check them again as they read them).
 read_paper_results(config["paper_results"])
 read_protocol(PROTOCOL)
+# the MLflow store the runs go to, for the report's last line ('' where tracking is off)
+TRACKING_URI = (
+    tracking_uri(config["tracking"]["uri"]) if config["tracking"]["enabled"] else ""
+)
 REFERENCE = f"{REPORTS}/reference"  # reference runs of a GPU machine, committed (pipeline.reference)
 
 

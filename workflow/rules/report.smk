@@ -124,9 +124,10 @@ rule report:
         processed=lambda wildcards, input: parent(input.data[0], 2),
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
+        tracking=TRACKING_URI,
     shell:
         step(
             "python -m pipeline.report.html --results {input.results:q} --grids {input.grids:q} --data {params.processed:q}"
             " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --reference {params.reference:q}"
-            " --out {output:q}"
+            " --tracking-uri {params.tracking:q} --out {output:q}"
         )
