@@ -194,8 +194,21 @@ def render(
                  "box corners under the predicted warp and under the ground truth; the paper does not state its unit. Two "
                  "calibration rows: the unaligned input, and the best one-step linear predictor (a least-squares fit of the "
                  "inverse warp on the pixels, on the same training distribution), which a c-STN-1 can at best approach.</li>"))  # fmt: skip
-    parts.append(Markup(_browse(tracking_uri) + "</ul></body></html>"))
+    parts.append(Markup(_browse(tracking_uri) + "</ul>"))
+    if stale := _stale(set(frames), figures, tables_dir):
+        parts.append(markup("<p class='muted'>Not of this report (grids no longer in the configuration, or switched off): {}. "
+                            "Delete them, or add their grids back.</p>", ", ".join(os.path.relpath(p, out.parent) for p in stale)))
+    parts.append(Markup("</body></html>"))
     return write_text(out, join(parts))
+
+
+def _stale(names: set[str], figures: Path, tables_dir: Path) -> list[Path]:
+    """The tables and figures beside the report that no grid of it made (a deleted grid's, an ablation's
+    switched off): listed, not deleted, for a grid switched off may be switched on again."""
+    made = names | set(FIGURES) | {curves.NAME}
+    kept = {".md", ".csv", ".tex", ".png", ".pdf"}
+    found = [p for d in (tables_dir, figures) if Path(d).is_dir() for p in Path(d).iterdir()]
+    return sorted(p for p in found if p.suffix in kept and p.stem not in made)
 
 
 def _budget(grid: grids.Grid, df: pd.DataFrame, paper_csv: Path) -> str:

@@ -59,3 +59,12 @@ def test_the_last_line_opens_the_runs_store(tmp_path):
     text = page(tmp_path, {"table2": table("table2", ["CNN(a)"], [3.5])}, "sqlite:////data/my runs/mlflow.db")
     assert "<code>mlflow ui --backend-store-uri &#x27;sqlite:////data/my runs/mlflow.db&#x27;</code>" in text
     assert "tracking was off" in page(tmp_path, {"table2": table("table2", ["CNN(a)"], [3.5])}, "")
+
+
+def test_outputs_of_a_grid_no_longer_configured_are_listed(tmp_path):
+    (tmp_path / "tables").mkdir()
+    for name in ("table2.md", "old.md", "old.csv"):
+        (tmp_path / "tables" / name).write_text("x")
+    text = page(tmp_path, {"table2": table("table2", ["CNN(a)"], [3.5])})
+    assert "Not of this report (grids no longer in the configuration, or switched off): tables/old.csv, tables/old.md." in text
+    assert "tables/table2.md." not in text
