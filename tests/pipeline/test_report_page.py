@@ -68,3 +68,18 @@ def test_outputs_of_a_grid_no_longer_configured_are_listed(tmp_path):
     text = page(tmp_path, {"table2": table("table2", ["CNN(a)"], [3.5])})
     assert "Not of this report (grids no longer in the configuration, or switched off): tables/old.csv, tables/old.md." in text
     assert "tables/table2.md." not in text
+
+
+def test_a_grids_own_figure_marks_the_papers_values(monkeypatch, tmp_path):
+    from pipeline.report import figures, paper
+
+    def stars(frame) -> list:
+        drawn = {}
+        monkeypatch.setattr(figures, "save_figure", lambda fig, out, name, note: drawn.setdefault(name, fig) and [])
+        figures.summary(frame, None, None, tmp_path, None, paper.paper_rows(PAPER_RESULTS, 3))
+        return [c for c in drawn["table3"].axes[0].collections if c.get_label() == "paper (one run)"]
+
+    frame = table3().assign(profile="quick", device="cpu", git_commit="abc")
+    found = stars(frame)
+    assert len(found) == 1 and sorted(found[0].get_offsets()[:, 1]) == [3.184, 8.287]  # IC-STN-4's and CNN's, Table 3
+    assert stars(frame.assign(sigma_px=9.0)) == []  # another noise level than the paper's: no star

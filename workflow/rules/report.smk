@@ -23,6 +23,7 @@ rule table:
 rule grid_figure:
     input:
         results=f"{RESULTS}/{{grid}}.parquet",
+        paper=config["paper_results"],
         reference=reference_of,
     output:
         report(
@@ -41,7 +42,7 @@ rule grid_figure:
     shell:
         step(
             "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary"
-            " --reference {params.reference:q}"
+            " --reference {params.reference:q} --paper {input.paper:q}"
         )
 
 
