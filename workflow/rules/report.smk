@@ -130,5 +130,5 @@ rule report:
         step(
             "python -m pipeline.report.html --results {input.results:q} --grids {input.grids:q} --data {params.processed:q}"
             " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --reference {params.reference:q}"
-            " --tracking-uri {params.tracking:q} --out {output:q}"
+            " --tracking-uri={params.tracking:q} --out {output:q}"
         )
