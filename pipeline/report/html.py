@@ -101,7 +101,7 @@ def _scorecard(cards: list[tuple[str, str, pd.DataFrame, pd.DataFrame]]) -> str:
                   "interval holds nearly anything). The median difference gives the scale. Diverged runs, and dead seeds (a seed "
                   f"within {agreement.DEAD_MARGIN:g} point of chance while the cell's other seeds learnt), are counted and left out of "
                   "the means. A reference (GPU) row scores a GPU machine's committed run the same way.")  # fmt: skip
-    return Markup("<h2>Scorecard</h2>" + html_table(pd.DataFrame(rows)) + note)
+    return Markup("<h2>Scorecard</h2>" + html_table(pd.DataFrame(rows, dtype=object)) + note)  # object: keeps the links Markup
 
 
 def _caveats(experiment: str, frames: list[pd.DataFrame]) -> list[str]:

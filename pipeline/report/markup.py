@@ -57,7 +57,9 @@ def join(parts: Iterable, sep: str = "\n") -> Markup:
 
 
 def table(df: pd.DataFrame) -> Markup:
-    """A table of ``df``'s columns and rows, every header and cell escaped unless ``Markup``."""
+    """A table of ``df``'s columns and rows, every header and cell escaped unless ``Markup``. A column
+    of strings becomes pandas' string dtype, which drops the mark: a frame with ``Markup`` cells is
+    built with ``dtype=object``."""
     head = "".join(markup("<th>{}</th>", column) for column in df.columns)
     rows = ["<tr>" + "".join(markup("<td>{}</td>", _cell(v)) for v in row) + "</tr>" for row in df.itertuples(index=False)]
     return Markup(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")

@@ -73,6 +73,7 @@ def test_every_output_shows_hostile_text_as_text(tmp_path, hostile):
     parsed.feed(text)
     assert set(parsed.tags) <= TAGS and not [a for a in parsed.attrs if a.startswith("on")]
     assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown, as text
+    assert "<td><a href='#table2'>Tab $\\input{x}$ &lt;script&gt;" in text  # the scorecard's own link stays one
     assert text.count(html.markup("{}", one_line(EVIL))) >= 5  # the title, profile, device, commit, reference: each escaped
 
     lines = md.read_text().splitlines()
