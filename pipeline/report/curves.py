@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.report.markup import plain_figures
+from pipeline.report.markup import one_line, plain_figures
 
 plain_figures()  # before pyplot: no display, and every text drawn as plain text
 import matplotlib.pyplot as plt  # noqa: E402
@@ -107,7 +107,7 @@ def panel(ax, df: pd.DataFrame, grid: Grid, theirs: pd.DataFrame | None, budget:
     if exp.chance_error is not None:
         ax.axhline(exp.chance_error, color="0.5", ls="--", lw=0.8)
     sigmas = sorted(df.sigma_px.unique())
-    title = grid.heading.split(",")[0]
+    title = one_line(grid.heading).split(",")[0]  # a title on one line, as every format shows it
     title += f", σ = {sigma:g} px (of {', '.join(f'{x:g}' for x in sigmas)})" if len(sigmas) > 1 else ""
     ax.set(xscale="log", yscale="log", ylabel=exp.error_label)
     ax.xaxis.set_major_formatter(FuncFormatter(_count))
