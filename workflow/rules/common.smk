@@ -169,7 +169,13 @@ class QuietStop(logging.Filter):
         self.stops = self.failures = 0
 
     def _stopped_table(self, text):
-        return any(f"{RESULTS}/{g}" in text for g in stopped_sweeps())
+        """Whether ``text`` (a job's output or command) names a stopped sweep's table or summary."""
+        named = [
+            f"{RESULTS}/{g}{end}"
+            for g in stopped_sweeps()
+            for end in (".parquet", "/sweep.json")
+        ]
+        return any(path in text for path in named)
 
     def filter(self, record):
         event, text = getattr(record, "event", None), record.getMessage()
