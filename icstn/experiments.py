@@ -71,6 +71,7 @@ class Experiment:
     paper_table: int | None  # the paper's table this experiment reproduces
     defaults: dict = field(hash=False)  # init, noise_warp, sigma_px, lr_geometric, lr_classifier: what a grid uses unless told
     caveat: str = ""  # what a reader must know about the data behind its numbers
+    mirror_caveat: str = ""  # what a reader must know where the data came from the mirror, not the official source
     # Classification: the test error (%) of always answering the official test set's commonest
     # class; a model no better than that has learnt nothing, and its rank among such models is noise
     chance_error: float | None = None
@@ -122,7 +123,7 @@ MNIST = Experiment(
     error_label="test error (%)",
     paper_table=2,
     defaults=dict(init="code", noise_warp="homography", sigma_px=3.5, lr_geometric=1e-4, lr_classifier=1e-2),  # [paper], init [code]
-    caveat="The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
+    mirror_caveat="The MNIST mirror's .gz files were re-compressed; their decompressed contents are the official IDX files.",
     chance_error=88.65,  # [data] digit 1: 1,135 of the 10,000 test images
     variants=_with(
         "conv(9x9;3)-FC(10)",
@@ -156,7 +157,7 @@ GTSRB = Experiment(
     paper_table=3,
     # [paper] the rates; [code] the init, and the noise: 0.25 canonical units of the 36-px sample (4.375 px)
     defaults=dict(init="code", noise_warp="homography", sigma_px=4.375, lr_geometric=1e-5, lr_classifier=1e-3),
-    caveat="The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
+    mirror_caveat="The GTSRB mirror holds 32x32 copies of the images (an earlier uploader resized them); they are resized to 50x50 "
     "like the originals, so results are on reduced-resolution inputs.",
     chance_error=94.062,  # [data] class 2: 750 of the 12,630 test images
     variants=_with(

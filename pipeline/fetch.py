@@ -155,6 +155,12 @@ def _describe(exc: Exception, location: str, known: str) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def is_official(dataset: str, location: str) -> bool:
+    """Whether a file's recorded origin (``ORIGINS.json``, a results table's ``data_fetched_from``) is
+    the dataset's official source, not a mirror."""
+    return any(location.startswith(base) for base, _ in SOURCES.get(dataset, {}).values())
+
+
 def default_mirror(mirror: str | None) -> None:
     """Make ``mirror`` (the config's data.mirror) the mirror of this process and its jobs, unless
     ICSTN_DATA_MIRROR already names one."""

@@ -18,6 +18,7 @@ from typing import IO
 #: Free space a sweep needs to start where it writes (its results, a local MLflow store): below it,
 #: the first checkpoint would fail; a checkpoint or a finished trial's files take a few MB.
 MIN_FREE = 64 * 2**20
+NAME_MAX = 255  # bytes of one file name (ext4, XFS, tmpfs, NFS)
 FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -109,8 +110,11 @@ def check_space(path: str | Path, what: str, need: int | None = None) -> None:
 def atomic(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    # a name of this writer's own (two processes may write one file), keeping the suffix: np.savez, to_parquet
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    # a name of this writer's own (two processes may write one file), keeping the suffix (np.savez, to_parquet),
+    # within NAME_MAX: the target's name is cut to fit, or the temporary name alone would be too long
+    tag = f".{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}"
+    room = NAME_MAX - 1 - len(tag.encode())
+    tmp = path.with_name(f".{path.name.encode()[:room].decode(errors='ignore')}{tag}")
     try:
         with writing(path, exact=True):
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,9 @@ from pipeline.trial import AXES, TRAIN_KEYS, Member, Trial
 
 SCHEMA_PATH = Path(__file__).with_name("grid.schema.yaml")  # shipped with the package
 NAME = re.compile(r"[A-Za-z0-9_-]+")  # a grid's name is its file's stem: a sweep, an experiment, file names
+#: characters of a grid's name: the files named after it add up to 40 more (a temporary name while one is
+#: written, a date on Tune's folder), within the 255 a filesystem takes for one name
+MAX_NAME = 100
 
 
 class GridError(SchemaError):
@@ -123,6 +126,10 @@ def load_grid(path: str | Path, budget: dict | None = None) -> Grid:
     path = Path(path)
     if not NAME.fullmatch(path.stem):
         raise GridError(f"{path}: a grid's file name may hold letters, digits, '-' and '_' only (it names the sweep); rename it")
+    if len(path.stem) > MAX_NAME:
+        raise GridError(f"{path}: a grid's name (its file's stem) may have at most {MAX_NAME} characters, this one has "
+                        f"{len(path.stem)}: it names the sweep's files and folders, whose names a filesystem keeps within 255; "
+                        "rename it")  # fmt: skip
     grid = _with_experiment_defaults(schema.validate(read_yaml(path), grid_schema(), str(path), GridError), path)
     noise_warps = as_list(grid["noise_warp"])
     for i, name in enumerate(grid["models"]):

@@ -49,7 +49,12 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.processor() or platform.machine()}, {counted(torch.get_num_threads(), 'thread')})"
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 thread', '2 threads': a count and its noun, plural where it is not one."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 def data_source(data_root: str | Path, dataset: str) -> dict:

@@ -130,6 +130,14 @@ def read(path: str | Path) -> pd.DataFrame:
                          f"retraining nothing: {rebuild}") from None  # fmt: skip
 
 
+#: exit status of ``main`` for a sweep that stopped at its time limit: not a failure, a rerun continues it
+STOPPED = 3
+
+
+class SweepUnfinished(ValueError):
+    """The sweep stopped (at its time limit) before every trial finished: there is no table yet."""
+
+
 def from_summary(summary: str | Path) -> pd.DataFrame:
     """The table of the sweep whose summary (``<results>/<grid>/sweep.json``) is ``summary``; ValueError
     naming it when that sweep stopped before every trial finished."""
@@ -139,8 +147,9 @@ def from_summary(summary: str | Path) -> pd.DataFrame:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{summary}: not a readable sweep summary ({exc}); run the sweep again") from None
     if done.get("finished") is not True or "keys" not in done:
-        why = f"it stopped at {done['stopped']}" if "stopped" in done else "the summary names no trials"
-        raise ValueError(f"{summary}: the sweep has not finished every trial ({why}); rerun it to continue")
+        if "stopped" in done:
+            raise SweepUnfinished(f"{summary.parent.name}: stopped at {done['stopped']}, no results table yet; rerun to continue")
+        raise ValueError(f"{summary}: the sweep has not finished every trial (the summary names no trials); rerun it to continue")
     return collect(GridStore(summary.parent.parent, summary.parent.name), done["keys"], done["profile"])
 
 
@@ -151,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         df = from_summary(args.sweep)
+    except SweepUnfinished as exc:
+        print(exc, file=sys.stderr)
+        return STOPPED
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

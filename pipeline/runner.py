@@ -50,6 +50,7 @@ class Context:
     cuda_graph: bool
     threads: int = 1  # torch threads of one trial (a Ray trial's CPUs)
     limit: Limit = field(default_factory=Limit)  # when the trials stop early (never, unless set)
+    sweep_id: str = ""  # the sweep process's own: a record says which sweep trained it (another may share the store)
 
     def store(self, trial: Trial) -> GridStore:
         return GridStore(self.results, trial.grid)
@@ -212,7 +213,7 @@ def _train(trial: Trial, ctx: Context, store: GridStore, reporter: Reporter, whe
         continued_from=store.continued(trial.key),
         segments=store.segments(trial.key),
         members=tuple(members),
-        where=where or {},
+        where={**(where or {}), "sweep": ctx.sweep_id},
         provenance={"git_commit": provenance.git_commit(), **provenance.versions(), **provenance.data_source(ctx.data, trial.experiment)},
     )
     store.write_record(record)

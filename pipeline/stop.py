@@ -5,14 +5,24 @@ Trials ask it between training steps: once it is reached, each running trial wri
 and stops, no trial starts, and the sweep ends saying so. Running the same command again continues
 every trial from its checkpoint, exactly.
 
-The limit is an absolute time (``time.time()``), so that every worker of a sweep shares it. A
-request (``Limit.request()``, what a signal handler may call) stops the trials the same way: it
+The limit is a moment every worker of a sweep shares, kept on two clocks. On the machine that set
+it, the boot clock (``clock()``: Linux's CLOCK_BOOTTIME, one clock for every process of a machine,
+never stepped by NTP or a user's ``date -s``, and counting a suspend as time that passed): a clock
+step moves no limit. A Ray worker on another node has its own boot clock, whose origin means
+nothing here, so it reads the wall clock (``time.time()``) against the wall-clock deadline: machines
+agree on wall time only through NTP, and a step of that node's clock moves only its own trials'
+stop (each checkpoints, and the rerun continues). A workflow hands its deadline to its sweeps in
+``DEADLINE_ENV`` as both (``Limit.env_value``).
+
+A request (``Limit.request()``, what a signal handler may call) stops the trials the same way: it
 writes a file that every trial looks for.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,7 +30,7 @@ from pathlib import Path
 
 UNITS = {"s": 1, "m": 60, "h": 3600}
 DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*")
-#: The limit a sweep takes when given no other (``time.time()`` seconds): how a workflow gives one to all its sweeps
+#: The limit a sweep takes when given no other (``Limit.env_value``): how a workflow gives one to all its sweeps
 DEADLINE_ENV = "ICSTN_DEADLINE"
 #: How often a trial looks for a request file (seconds): a step is far cheaper than a file system call
 REQUEST_POLL = 1.0
@@ -34,11 +44,26 @@ def parse_duration(text: str, where: str = "stop_after") -> float:
     return float(match[1]) * UNITS[match[2]]
 
 
+def clock() -> float:
+    """Seconds on this machine's boot clock: never stepped, counting a suspend, one for all its
+    processes (CLOCK_BOOTTIME; where there is none, ``time.monotonic()``)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
+@functools.cache
+def machine() -> str:
+    """This machine's boot, where ``clock()`` means one thing: Linux's boot id, else the host's name."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return platform.node()
+
+
 def export_deadline(stop_after: str | None) -> None:
     """Give this process's jobs (a workflow's sweeps) the limit ``stop_after`` from now, through their
     environment (among their tracked settings it would rerun them); None: no limit."""
     if stop_after:
-        os.environ[DEADLINE_ENV] = repr(time.time() + parse_duration(stop_after, "config key 'stop_after'"))
+        os.environ[DEADLINE_ENV] = Limit.after(stop_after, where="config key 'stop_after'").env_value()
     else:
         os.environ.pop(DEADLINE_ENV, None)
 
@@ -51,19 +76,52 @@ class LimitReached(Exception):
 class Limit:
     """When a sweep's trials stop early; none of its fields set: never."""
 
-    deadline: float | None = None  # time.time() at which the trials stop
+    deadline: float | None = None  # time.time() at which the trials stop: read on a machine other than ``machine``
     request_file: str | None = None  # once this file exists, the trials stop (a request)
     step: int | None = None  # every trial stops on reaching this step: a deterministic interruption, for checks
+    clock: float | None = None  # clock() at which the trials stop, on ``machine``: what a clock step cannot move
+    machine: str | None = None  # machine() where ``clock`` was read
     _polled: dict = field(default_factory=dict, compare=False, repr=False)  # when the request file was last looked for
 
     @classmethod
     def after(cls, stop_after: str | None, request_file: str | Path | None = None, where: str = "stop_after") -> Limit:
         """The limit ``stop_after`` (e.g. '8m') from now, or none; ValueError naming ``where`` for a bad duration."""
-        deadline = time.time() + parse_duration(stop_after, where) if stop_after else None
-        return cls(deadline, str(request_file) if request_file else None)
+        request_file = str(request_file) if request_file else None
+        if not stop_after:
+            return cls(None, request_file)
+        seconds = parse_duration(stop_after, where)
+        return cls(time.time() + seconds, request_file, clock=clock() + seconds, machine=machine())
+
+    @classmethod
+    def at(cls, value: str, request_file: str | Path | None = None) -> Limit:
+        """The limit of ``env_value``'s text, or of a bare ``time.time()`` value; ValueError otherwise."""
+        parts, request_file = str(value).split(), str(request_file) if request_file else None
+        try:
+            if len(parts) == 1:
+                return cls(float(parts[0]), request_file)
+            if len(parts) == 3:
+                return cls(float(parts[0]), request_file, clock=float(parts[1]), machine=parts[2])
+        except ValueError:
+            pass
+        raise ValueError(
+            f"bad deadline {value!r}; allowed: a time.time() value, or {DEADLINE_ENV}'s '<time.time()> <boot clock> <machine>'"
+        )
+
+    def env_value(self) -> str:
+        """The deadline as text for a child process (``at`` reads it): the wall clock's, the boot clock's and its machine."""
+        return f"{self.deadline!r} {self.clock!r} {self.machine}" if self.clock is not None else repr(self.deadline)
 
     def to_dict(self) -> dict:
-        return {"deadline": self.deadline, "request_file": self.request_file, "step": self.step}
+        return {"deadline": self.deadline, "request_file": self.request_file, "step": self.step, "clock": self.clock,
+                "machine": self.machine}  # fmt: skip
+
+    def remaining(self) -> float | None:
+        """Seconds until the deadline (negative past it), on the boot clock where this machine set it; None: no deadline."""
+        if self.deadline is None:
+            return None
+        if self.clock is not None and self.machine == machine():
+            return self.clock - clock()
+        return self.deadline - time.time()
 
     def reached(self, step: int | None = None) -> bool:
         """Whether trials must stop now; ``step``: the asking trial's (for ``self.step``)."""
@@ -72,7 +130,8 @@ class Limit:
         return self.time_up() or self.requested()
 
     def time_up(self) -> bool:
-        return self.deadline is not None and time.time() >= self.deadline
+        left = self.remaining()
+        return left is not None and left <= 0
 
     def requested(self) -> bool:
         if self.request_file is None:

@@ -66,7 +66,8 @@ def sweep(
     pack = settings.models_per_trial(config["pack"], config["device"])
     grids.check_size(grid, grid_path, pack, settings.max_trials(config))  # before expanding it, which takes a while for a huge grid
     data.check(data_root, grid.experiment)  # fail before any compute if the data is not prepared, or damaged
-    ctx = Context(str(Path(data_root).resolve()), str(Path(out).resolve()), config["device"], config["cuda_graph"], limit=limit)
+    ctx = Context(str(Path(data_root).resolve()), str(Path(out).resolve()), config["device"], config["cuda_graph"], limit=limit,
+                  sweep_id=uuid.uuid4().hex)  # fmt: skip
     track = track and config["tracking"]["enabled"]
     check_space(ctx, config, track)
     trials = grids.expand(grid, pack)
@@ -147,7 +148,9 @@ def _run(grid: grids.Grid, trials: list[Trial], ctx: Context, config: dict, back
         _stopped(grid.name, ctx.limit, why, store, summary)
     df = results.collect(store, summary["keys"], config["profile"])
     path = results.write(df, store.table)
-    summary |= {"finished": True, "trained": len(todo)}
+    # what this sweep trained, and what another process sharing the store finished meanwhile
+    mine = sum(store.record(t.key).where.get("sweep") == ctx.sweep_id for t in todo)
+    summary |= {"finished": True, "trained": mine, "trained_by_another": len(todo) - mine}
     write_json(store.summary, summary)
     if tracker is not None:
         tracker.finish_sweep({k: v for k, v in summary.items() if k != "keys"})
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"refuse a grid of more trials (default: {settings.MAX_TRIALS_ENV}, else config key max_trials)")  # fmt: skip
     parser.add_argument("--stop-after", default=None, metavar="DURATION",
                         help="a time limit, e.g. 90s, 8m, 1.5h: then every trial checkpoints and stops, and a rerun continues")  # fmt: skip
-    parser.add_argument("--deadline", type=float, default=os.environ.get(DEADLINE_ENV),
+    parser.add_argument("--deadline", default=os.environ.get(DEADLINE_ENV),
                         help=f"the limit as a time.time() value (default: {DEADLINE_ENV}: a workflow's, for all its sweeps)")  # fmt: skip
     args = parser.parse_args(argv)
     config = args.settings
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_after:
             limit = Limit.after(args.stop_after, request, where="--stop-after")
         elif args.deadline:
-            limit = Limit(args.deadline, str(request))
+            limit = Limit.at(args.deadline, request)
         else:
             limit = Limit.after(config["stop_after"], request, where="config key 'stop_after'")
     except ValueError as exc:

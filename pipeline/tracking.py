@@ -11,6 +11,7 @@ checkout on a shared tracking server, with the same grid and keys, are never tou
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import urllib.parse
 from pathlib import Path
@@ -100,11 +101,26 @@ def experiment(client, name: str) -> str:
     """The id of experiment ``name``, created if new, set to open on its runs table in the MLflow UI."""
     try:
         exp = client.get_experiment_by_name(name)
+    except Exception as exc:
+        raise TrackingError(f"cannot use the MLflow store {client.tracking_uri}: {_first_line(exc)}") from None
+    if exp is not None and exp.lifecycle_stage == "deleted":  # MLflow would refuse every run of it, unhelpfully
+        raise TrackingError(_deleted(client.tracking_uri, name, exp.experiment_id))
+    try:
         experiment_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_location(client, name))
         client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     except Exception as exc:
         raise TrackingError(f"cannot use the MLflow store {client.tracking_uri}: {_first_line(exc)}") from None
     return experiment_id
+
+
+def _deleted(uri: str, name: str, experiment_id: str) -> str:
+    """What to do when the store holds the grid's experiment deleted (in its trash, where its name stays taken)."""
+    store = shlex.quote(uri)
+    return (
+        f"the MLflow experiment {name!r} (id {experiment_id}) of the store {uri} is deleted; restore it, in the MLflow UI or with "
+        f"MLFLOW_TRACKING_URI={store} mlflow experiments restore --experiment-id {experiment_id}, or delete it for good (its runs "
+        f"too) with mlflow gc --backend-store-uri {store} --experiment-ids {experiment_id}; then run again"
+    )
 
 
 def artifact_location(client, name: str) -> str | None:

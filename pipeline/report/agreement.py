@@ -64,11 +64,12 @@ def cell(values, upper: float = math.inf, chance: float | None = None) -> dict:
 def compare(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (ours_mean, se, pi_low, pi_high, paper) with diff, diff_se and agrees added.
 
-    ``agrees`` is True or False where there is a paper value and ``MIN_SEEDS`` seeds, else NA.
+    ``agrees`` is True or False where there is a paper value and ``MIN_SEEDS`` seeds, else NA; so is
+    ``diff_se`` (NaN where there are fewer seeds).
     """
     out = table.copy()
     out["diff"] = out.ours_mean - out.paper
-    out["diff_se"] = out["diff"] / out.se
+    out["diff_se"] = (out["diff"] / out.se).where(out.n_seeds >= MIN_SEEDS)  # with fewer seeds the SE says nothing either
     known = out.paper.notna() & out.pi_low.notna() & (out.n_seeds >= MIN_SEEDS)
     out["agrees"] = pd.array([bool(lo <= p <= hi) if k else pd.NA for lo, p, hi, k in zip(out.pi_low, out.paper, out.pi_high, known)],
                              dtype="boolean")  # fmt: skip

@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
+from pipeline.report.markup import one_line, plain_figures
 
-matplotlib.use("Agg")
+plain_figures()  # before pyplot: no display, and every text drawn as plain text
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -30,6 +30,7 @@ from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 from icstn import experiments  # noqa: E402
 from pipeline import grids, reference, results, schema  # noqa: E402
 from pipeline.grids import Grid  # noqa: E402
+from pipeline.provenance import counted  # noqa: E402
 from pipeline.report import one_line_errors, paper, save_figure  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
 
@@ -111,7 +112,7 @@ def panel(ax, df: pd.DataFrame, grid: Grid, theirs: pd.DataFrame | None, budget:
     if exp.chance_error is not None:
         ax.axhline(exp.chance_error, color="0.5", ls="--", lw=0.8)
     sigmas = sorted(df.sigma_px.unique())
-    title = grid.heading.split(",")[0]
+    title = one_line(grid.heading).split(",")[0]  # a title on one line, as every format shows it
     title += f", σ = {sigma:g} px (of {', '.join(f'{x:g}' for x in sigmas)})" if len(sigmas) > 1 else ""
     ax.set(xscale="log", yscale="log", ylabel=exp.error_label)
     ax.xaxis.set_major_formatter(FuncFormatter(_count))
@@ -137,11 +138,13 @@ def _count(x: float, _=None) -> str:
 
 def _provenance(name: str, df: pd.DataFrame, ref: tuple | None, with_paper: bool, at: int, stated: bool) -> str:
     its = ", ".join(f"{int(i):,}" for i in sorted(df.iterations.unique()))
-    parts = [f"{name}", f"ours: profile {df.profile.iloc[0]}, {its} iterations, {df.seed.nunique()} seeds, device {df.device.iloc[0]}"]
+    seeds = counted(df.seed.nunique(), "seed")
+    parts = [f"{name}", f"ours: profile {df.profile.iloc[0]}, {its} iterations, {seeds}, device {df.device.iloc[0]}"]
     for kind, (table, facts) in (ref or {}).items():
         its = ", ".join(f"{int(i):,}" for i in sorted(table.iterations.unique()))
         devices = ", ".join(sorted(table.device.unique()))
-        parts.append(f"{reference.label(kind)}: {facts['profile']} profile, {its} iterations, {table.seed.nunique()} seeds, {devices} "
+        seeds = counted(table.seed.nunique(), "seed")
+        parts.append(f"{reference.label(kind)}: {facts['profile']} profile, {its} iterations, {seeds}, {devices} "
                      f"({reference.reached(facts)})")  # fmt: skip
     if with_paper:
         parts.append(f"paper: one run, at {at:,} iterations" + ("" if stated else " (the paper profile's; the paper does not say)"))

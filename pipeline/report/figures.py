@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from pipeline.report.markup import plain_figures
 
-matplotlib.use("Agg")
+plain_figures()  # before pyplot: no display, and every text drawn as plain text
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -27,7 +27,8 @@ from icstn import data, experiments, noise, warps  # noqa: E402
 from pipeline import reference, results, schema  # noqa: E402
 from pipeline.grids import Grid, GridError  # noqa: E402
 from pipeline.images import tile  # noqa: E402
-from pipeline.report import one_line_errors, save_figure  # noqa: E402
+from pipeline.provenance import counted  # noqa: E402
+from pipeline.report import one_line_errors, paper, save_figure  # noqa: E402
 from pipeline.store import GridStore  # noqa: E402
 from pipeline.trial import setting_text  # noqa: E402
 
@@ -89,7 +90,7 @@ def figure_owners(grids_by_name: dict[str, Grid], files: dict[str, Path]) -> dic
 def provenance_note(df: pd.DataFrame) -> str:
     return (
         f"{df.attrs.get('source', 'ours')}: profile {df.profile.iloc[0]}, {int(df.iterations.max())} iterations, "
-        f"{df.seed.nunique()} seeds, "
+        f"{counted(df.seed.nunique(), 'seed')}, "
         f"device {df.device.iloc[0]}, commit {df.git_commit.iloc[0]}"
     )
 
@@ -249,9 +250,23 @@ def _matching(frame: pd.DataFrame, setting: dict) -> pd.DataFrame:
 MARKS = {"GPU": "x", "CPU": "+"}
 
 
-def summary(df, results_path, data_root, out, ref=None):
+def _paper_at(paper_rows: pd.DataFrame | None, setting: dict, experiment: str) -> pd.DataFrame:
+    """The paper's values (``paper.paper_rows``) that stand for a series of ``setting``: at its noise
+    level where the paper has several (Table 1), else on the series at the experiment's own noise
+    level and family, where the table compares them too."""
+    if paper_rows is None:
+        return pd.DataFrame(columns=["model", "paper"])
+    if paper_rows.sigma_px.nunique() > 1:
+        return paper_rows[paper_rows.sigma_px == setting["sigma_px"]]
+    defaults = experiments.get(experiment).defaults
+    same = setting["sigma_px"] == defaults["sigma_px"] and setting["noise_warp"] == defaults["noise_warp"]
+    return paper_rows if same else paper_rows.iloc[:0]
+
+
+def summary(df, results_path, data_root, out, ref=None, paper_rows=None):
     """Any grid: test error per model (and setting), one dot per seed; reference runs' (``ref``: a
-    GPU's table, or {kind: table}) as crosses; a classifier's chance level as a dashed line."""
+    GPU's table, or {kind: table}) as crosses; the paper's value (``paper_rows``, where it has one) as
+    a star; a classifier's chance level as a dashed line."""
     rows = df[(df.metric == "test_error") & (df.n_warps_test == df.n_warps_train)]
     refs = ref if isinstance(ref, dict) else {"GPU": ref} if ref is not None else {}
     theirs = {kind: r[(r.metric == "test_error") & (r.n_warps_test == r.n_warps_train)] for kind, r in refs.items()}
@@ -259,6 +274,7 @@ def summary(df, results_path, data_root, out, ref=None):
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * rows.model.nunique() * max(1, len(groups)) ** 0.5, 3.6))
     models_ = list(dict.fromkeys(rows.model))
     width = 0.8 / max(1, len(groups))
+    starred = False  # the paper's stars have one legend entry
     for j, (setting, label, g) in enumerate(groups):
         x = np.array([models_.index(m) for m in g.model]) + (j - (len(groups) - 1) / 2) * width
         ax.scatter(x, g.value, s=12, alpha=0.8, label=label)
@@ -268,6 +284,12 @@ def summary(df, results_path, data_root, out, ref=None):
             r = _matching(frame[frame.model.isin(models_)], setting)
             x = np.array([models_.index(m) for m in r.model]) + (j - (len(groups) - 1) / 2) * width + 0.12 * (i + 1)
             ax.scatter(x, r.value, s=14, marker=MARKS[kind], color="0.25", label=reference.label(kind) if j == 0 else None)
+        theirs_paper = _paper_at(paper_rows, setting, df.experiment.iloc[0])
+        drawn = theirs_paper[theirs_paper.model.isin(models_)]
+        if len(drawn):
+            x = np.array([models_.index(m) for m in drawn.model]) + (j - (len(groups) - 1) / 2) * width - 0.12
+            ax.scatter(x, drawn.paper, s=40, marker="*", color="k", label="paper (one run)" if not starred else None, zorder=3)
+            starred = True
     exp = experiments.get(df.experiment.iloc[0])
     if exp.chance_error is not None:  # a model on this line has learnt nothing, wherever it ranks
         ax.axhline(exp.chance_error, color="0.5", ls="--", lw=0.8, label=f"chance: always the commonest class ({exp.chance_error:g}%)")
@@ -293,11 +315,13 @@ def learnt_from(grid: str, spec: Figure, reference_root) -> tuple[pd.DataFrame, 
     return None
 
 
-def render(results_path, data_root, out, figures: list[str], with_summary: bool = True, reference_root=None) -> list[Path]:
+def render(results_path, data_root, out, figures: list[str], with_summary: bool = True, reference_root=None, paper_csv=None) -> list[Path]:
     results_path, out = Path(results_path), Path(out)
     df = results.read(results_path)
     refs = reference.loaded(results_path.stem, reference_root) if reference_root else {}
-    paths = summary(df, results_path, data_root, out, {kind: ref[0] for kind, ref in refs.items()}) if with_summary else []
+    table = experiments.get(df.experiment.iloc[0]).paper_table
+    theirs = paper.paper_rows(paper_csv, table) if paper_csv and table else None
+    paths = summary(df, results_path, data_root, out, {kind: ref[0] for kind, ref in refs.items()}, theirs) if with_summary else []
     for name in figures:
         spec = FIGURES[name]
         source = learnt_from(results_path.stem, spec, reference_root) or (df, results_path)
@@ -314,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", nargs="*", default=[], choices=sorted(FIGURES))
     parser.add_argument("--summary", action="store_true", help="the grid's summary figure (reports/figures/<grid>.png)")
     parser.add_argument("--reference", default=str(reference.ROOT), help="reference runs (their dots in the summary figure)")
+    parser.add_argument("--paper", default=None, help="the paper's values (config/paper_results.csv): stars in the summary figure")
     args = parser.parse_args(argv)
-    for path in render(args.results, args.data, args.out, args.figures, args.summary, args.reference):
+    for path in render(args.results, args.data, args.out, args.figures, args.summary, args.reference, args.paper):
         print(path, file=sys.stderr)
     return 0
 

@@ -22,6 +22,7 @@ from icstn import experiments
 from pipeline import grids, reference, results, schema
 from pipeline.grids import Grid
 from pipeline.report import agreement, one_line_errors
+from pipeline.report.markup import md_text, tex_text
 from pipeline.report.paper import paper_rows
 
 CALIBRATION = {"baseline_error": "unaligned input", "linear_error": "linear least squares, one step"}
@@ -74,12 +75,20 @@ def build(df: pd.DataFrame, grid: Grid, paper_csv: str | Path | None, ref: pd.Da
     return table.sort_values(by, kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
-def _fmt(x, digits=3) -> str:
-    return "" if pd.isna(x) else f"{x:.{digits}f}"
+#: from here on a number is written with an exponent (1.23e+06): 1e308 in fixed point is 309 digits
+LARGE = 1e6
+
+
+def _fmt(x, digits: int = 3, sign: str = "") -> str:
+    """A table's number: fixed point with ``digits`` decimals, or ``digits`` significant digits and an
+    exponent where it is at least LARGE; '' where missing; ``sign``: '+' to sign it always."""
+    if pd.isna(x):
+        return ""
+    return f"{x:{sign}.{digits}g}" if math.isfinite(x) and abs(x) >= LARGE else f"{x:{sign}.{digits}f}"
 
 
 def _ours(mean, std, n, diverged, dead=0) -> str:
-    text = f"{mean:.3f} ± {std:.3f} ({n})" if n else "diverged"
+    text = f"{_fmt(mean)} ± {_fmt(std)} ({n})" if n else "diverged"
     return text + (f", {diverged} diverged" if diverged and n else "") + (f", {dead} dead" if dead else "")
 
 
@@ -101,10 +110,10 @@ def formatted(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
                                           for m, sd, n, d in zip(*(table[p + c] for c in ("mean", "std", "n", "dead")))]  # fmt: skip
     out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged, table.dead)]
     # every grid's, as its caption says: an ablation's reader compares settings by them
-    out["95% prediction interval"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(table.pi_low, table.pi_high)]
+    out["95% prediction interval"] = [f"[{_fmt(lo)}, {_fmt(hi)}]" if pd.notna(lo) else "" for lo, hi in zip(table.pi_low, table.pi_high)]
     if "paper" in table:
         out["ours − paper (SE)"] = [
-            "" if pd.isna(d) else f"{d:+.3f}" + (f" ({z:+.1f})" if pd.notna(z) and abs(z) != float("inf") else "")
+            "" if pd.isna(d) else _fmt(d, sign="+") + (f" ({_fmt(z, 1, '+')})" if pd.notna(z) and abs(z) != float("inf") else "")
             for d, z in zip(table["diff"], table.diff_se)
         ]
         out["agrees"] = table.agrees.map(lambda a: "" if pd.isna(a) else ("yes" if a else "no"))
@@ -115,24 +124,34 @@ def formatted(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def to_markdown(table: pd.DataFrame, caption: str) -> str:
-    return table.to_markdown(index=False, disable_numparse=True) + f"\n\n{caption}\n"
-
-
-_TEX = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "−": "$-$", "σ": r"$\sigma$",
-}  # fmt: skip
-
-
-def _tex(text) -> str:
-    return "".join(_TEX.get(c, c) for c in str(text))
+def to_markdown(table: pd.DataFrame, caption: str, heading: str | None = None) -> str:
+    """The table as Markdown, every cell and the caption (and ``heading``, a title above) shown as plain text."""
+    body = table.rename(columns=md_text).map(md_text).to_markdown(index=False, disable_numparse=True)
+    top = f"# {md_text(heading, line_start=True)}\n\n" if heading is not None else ""
+    return f"{top}{body}\n\n{md_text(caption, line_start=True)}\n"
 
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
-    styler = table.rename(columns=_tex).map(_tex).style.hide(axis="index")
-    return styler.to_latex(caption=_tex(caption), position="t", position_float="centering", hrules=True,
+    """The table as a LaTeX float, every cell and the caption shown as plain text."""
+    styler = table.rename(columns=tex_text).map(tex_text).style.hide(axis="index")
+    return styler.to_latex(caption=tex_text(caption), position="t", position_float="centering", hrules=True,
                            column_format="l" + "r" * (len(table.columns) - 1))  # fmt: skip
+
+
+def notes(table: pd.DataFrame, experiment: str) -> str:
+    """What a reader of the table (``build``'s) must know before comparing its cells: those at chance,
+    and that none is judged where no cell has the seeds ('' where neither)."""
+    out = []
+    chance = experiments.get(experiment).chance_error
+    ours = table[~table.model.isin(CALIBRATION.values())]
+    at_chance = int((ours.ours_mean >= chance).sum()) if chance is not None else 0
+    if at_chance:
+        out.append(f"{at_chance} of {len(ours)} cells are at chance (a mean error of at least {chance:g}%, that of always answering "
+                   "the commonest class): those models learnt nothing at this budget, and their order is noise.")  # fmt: skip
+    if "paper" in table and ours.paper.notna().any() and not (ours.n_seeds >= agreement.MIN_SEEDS).any():
+        out.append(f"No cell is judged against the paper: each has fewer than {agreement.MIN_SEEDS} seeds, which leaves 'agrees' "
+                   "and the SE empty; the difference alone is shown.")  # fmt: skip
+    return " ".join(out)
 
 
 def caption(df: pd.DataFrame, grid: Grid) -> str:
@@ -162,10 +181,11 @@ def render(
     pretty, cap = formatted(table, grid.experiment), caption(df, grid)
     for kind, f in facts.items():
         cap += f" {reference.note(f)}." + (f" {reference.column(refs[kind][0])}." if kind in refs else "")
+    cap += f" {notes(table, grid.experiment)}" if notes(table, grid.experiment) else ""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{grid.name}.{ext}" for ext in ("md", "csv", "tex")]
-    paths[0].write_text(f"# {grid.heading}\n\n" + to_markdown(pretty, cap))
+    paths[0].write_text(to_markdown(pretty, cap, grid.heading))
     table.to_csv(paths[1], index=False, float_format="%.4f")
     paths[2].write_text(to_latex(pretty, cap))
     return paths

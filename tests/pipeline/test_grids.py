@@ -168,9 +168,18 @@ def test_profile_numbers_in_yaml_1_2_notation():
     assert json.dumps(schema.coerce_numbers({"profile": "1e3"}, config_schema)) == '{"profile": "1e3"}'  # a string stays one
 
 
-def test_a_grid_file_name_the_sweep_cannot_carry(tmp_path):
-    path = write(tmp_path, BASE, name="my grid")
-    with pytest.raises(grids.GridError, match="my grid.yaml: a grid's file name may hold letters, digits, '-' and '_' only"):
+@pytest.mark.parametrize("name", ["my grid", "a\nb", "..", "a.b"])
+def test_a_grid_file_name_the_sweep_cannot_carry(tmp_path, name):
+    path = write(tmp_path, BASE, name=name)
+    with pytest.raises(grids.GridError, match="a grid's file name may hold letters, digits, '-' and '_' only") as err:
+        grids.load_grid(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_a_grid_name_too_long_for_the_files_it_names(tmp_path):
+    assert grids.load_grid(write(tmp_path, BASE, name="g" * grids.MAX_NAME)).name == "g" * grids.MAX_NAME
+    path = write(tmp_path, BASE, name="g" * 250)
+    with pytest.raises(grids.GridError, match=f"at most {grids.MAX_NAME} characters, this one has 250: it names the sweep's files"):
         grids.load_grid(path)
 
 

@@ -19,8 +19,8 @@ LAYERS = {
     "pipeline.executors": 3, "pipeline.executors.inline": 3, "pipeline.executors.tune": 3,
     "pipeline.search": 4, "pipeline.sweep": 5,
     "pipeline.reference_keep": 2, "pipeline.reference": 3, "pipeline.migrate": 4,
-    "pipeline.report.agreement": 0, "pipeline.report.paper": 0, "pipeline.report.tables": 4, "pipeline.report.figures": 4,
-    "pipeline.report.curves": 4, "pipeline.report.html": 5,
+    "pipeline.report.agreement": 0, "pipeline.report.paper": 0, "pipeline.report.markup": 0, "pipeline.report.tables": 4,
+    "pipeline.report.figures": 4, "pipeline.report.curves": 4, "pipeline.report.html": 5,
 }  # fmt: skip
 REPORT_MAY_NOT = ("pipeline.runner", "pipeline.tracking", "pipeline.executors", "pipeline.search", "pipeline.sweep", "pipeline.settings")
 ORCHESTRATION = ("ray", "mlflow", "snakemake", "optuna", "pipeline", "benchmarks")

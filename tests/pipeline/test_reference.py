@@ -246,7 +246,7 @@ def test_a_cpu_reference_is_shown_beside_the_gpu_one(tmp_path):
     text = md.read_text()
     assert re.search(r"\| reference \(GPU\) +\| reference \(CPU\) +\|", text)
     assert "reference (GPU): reference profile" in text and "reference (CPU): reference profile" in text
-    assert "cpu (x86_64, 1 threads) x 2 processes" in text
+    assert r"cpu (x86\_64, 1 threads) x 2 processes" in text  # Markdown-escaped
     assert reference.progress(facts, "Table 2").startswith("Table 2 reference (CPU): 6,400 of 200,000 iterations")
     grid = grids.load_grid(REPO / "config" / "grids" / "table2.yaml")
     _, note = curves.draw([(grid, pd.read_parquet(COMMITTED / "table2.parquet"))], reference_root=tmp_path)

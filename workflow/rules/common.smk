@@ -1,16 +1,21 @@
 # Grids are discovered from config['grids']: a new file is a new sweep, table and figure.
 # Each is validated here, so a mistake stops the workflow before any job starts.
 import json
+import logging
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+from snakemake_interface_logger_plugins.common import LogEvent
 
 from pipeline.fetch import default_mirror
 from pipeline.files import try_lock
 from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
+from pipeline.report.paper import read_paper_results, read_protocol
 from pipeline.settings import export_max_trials
 from pipeline.stop import export_deadline
+from pipeline.tracking import tracking_uri
 
 # config/grids always; config/ablations too when switched on (--config ablations=true)
 GRID_FILES = discover(
@@ -66,6 +71,14 @@ def grid_file(wildcards):
 
 # the protocol's choices, beside the paper's numbers: the learning curves say where the paper states its budget
 PROTOCOL = str(Path(config["paper_results"]).with_name("protocol.csv"))
+# Both are edited by hand: a mistake in either stops the workflow here, before any job, naming the
+# file, the line and the rule (the report steps check them again as they read them).
+read_paper_results(config["paper_results"])
+read_protocol(PROTOCOL)
+# the MLflow store the runs go to, for the report's last line ('' where tracking is off)
+TRACKING_URI = (
+    tracking_uri(config["tracking"]["uri"]) if config["tracking"]["enabled"] else ""
+)
 REFERENCE = f"{REPORTS}/reference"  # reference runs of GPU machines (<grid>/) and CPUs (<grid>-cpu/), committed (pipeline.reference)
 
 
@@ -142,6 +155,48 @@ def stop_to_continue(wildcards):
     path = Path(sweep_summary(wildcards.grid))
     summary = json.loads(path.read_text()) if path.is_file() else {}
     return summary.get("stop") or summary.get("continues") or ""
+
+
+class QuietStop(logging.Filter):
+    """Snakemake's error messages of a results job whose sweep stopped at the time limit (the job ends
+    with pipeline.results' STOPPED: there is no table yet) are dropped, with the closing lines of a
+    run that had no other failure. ``only_stops``: whether every failure was such a stop.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stops = self.failures = 0
+
+    def _stopped_table(self, text):
+        """Whether ``text`` (a job's output or command) names a stopped sweep's table or summary."""
+        named = [
+            f"{RESULTS}/{g}{end}"
+            for g in stopped_sweeps()
+            for end in (".parquet", "/sweep.json")
+        ]
+        return any(path in text for path in named)
+
+    def filter(self, record):
+        event, text = getattr(record, "event", None), record.getMessage()
+        if event == LogEvent.JOB_ERROR:
+            stop = record.rule_name == "results" and self._stopped_table(
+                str(record.output)
+            )
+            self.stops, self.failures = self.stops + stop, self.failures + (not stop)
+            return not stop
+        if record.levelno >= logging.ERROR and "pipeline.results --sweep" in text:
+            return not self._stopped_table(text)
+        if text.startswith(
+            ("Shutting down, this might", "Exiting because a job execution failed")
+        ):
+            return not self.only_stops()
+        return True
+
+    def only_stops(self):
+        return self.stops > 0 and self.failures == 0
+
+
+QUIET_STOP = QuietStop()
 
 
 def sweeps_then_report(wildcards):

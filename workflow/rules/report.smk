@@ -23,6 +23,7 @@ rule table:
 rule grid_figure:
     input:
         results=f"{RESULTS}/{{grid}}.parquet",
+        paper=config["paper_results"],
         reference=reference_of,
     output:
         report(
@@ -41,7 +42,7 @@ rule grid_figure:
     shell:
         step(
             "python -m pipeline.report.figures --results {input.results:q} --out {params.out:q} --summary"
-            " --reference {params.reference:q}"
+            " --reference {params.reference:q} --paper {input.paper:q}"
         )
 
 
@@ -124,9 +125,10 @@ rule report:
         processed=lambda wildcards, input: parent(input.data[0], 2),
         figures=lambda wildcards, input: parent(input.figures[0]),
         tables=lambda wildcards, input: parent(input.tables[0]),
+        tracking=TRACKING_URI,
     shell:
         step(
             "python -m pipeline.report.html --results {input.results:q} --grids {input.grids:q} --data {params.processed:q}"
             " --figures {params.figures:q} --tables {params.tables:q} --paper {input.paper:q} --reference {params.reference:q}"
-            " --out {output:q}"
+            " --tracking-uri={params.tracking:q} --out {output:q}"
         )
