@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
-from pipeline.schema import config_schema, defaults_of
+from pipeline.schema import SchemaError, config_schema, defaults_of, read_yaml, validate
 
 
-class SettingsError(ValueError):
+class SettingsError(SchemaError):
     """A setting the trials cannot use; the message names the config key and what is allowed."""
 
 
@@ -35,6 +36,38 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"a JSON object is wanted, like '{{\"ray\": {{\"num_cpus\": 2}}}}'; got {text[:80]!r}")
     return value
+
+
+CONFIG_DIR = Path("config")  # as the workflow reads it: relative to the folder the command runs in
+PAPER = "config.yaml"  # the paper profile's file, the base every other profile overlays
+
+
+def profile_file(profile: str, folder: Path = CONFIG_DIR) -> Path:
+    """The file of a budget profile: a name (``quick``, ``medium``: ``config/<name>.yaml``; ``paper``:
+    ``config/config.yaml``) or a YAML file's path. SettingsError naming the profiles there otherwise."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise SettingsError(f"--profile {profile}: no such file")
+        return path
+    names = {"paper": folder / PAPER} | {p.stem: p for p in sorted(folder.glob("*.yaml")) if p.name != PAPER}
+    if profile not in names:
+        raise SettingsError(f"--profile: unknown profile {profile!r}; allowed: {', '.join(sorted(names))} (config/<name>.yaml), or a file")
+    return names[profile]
+
+
+def load_profile(profile: str, folder: Path = CONFIG_DIR) -> dict:
+    """A budget profile's settings as the workflow has them: ``config/config.yaml`` overlaid by the
+    profile's file (Snakemake's ``--configfile``), validated, defaults filled in."""
+    path, base = profile_file(profile, folder), folder / PAPER
+    files = [base, path] if base.is_file() and path.resolve() != base.resolve() else [path]
+    doc: dict = {}
+    for f in files:
+        doc = merge(doc, read_yaml(f, SettingsError, "profile"))
+    try:
+        return validate(doc, config_schema(), f"--profile {profile} ({', '.join(map(str, files))})", SettingsError)
+    except SchemaError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def merge(base: dict, over: dict) -> dict:

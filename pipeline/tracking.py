@@ -114,8 +114,10 @@ def artifact_location(client, name: str) -> str | None:
 
 
 def runs_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow UI page of an experiment's runs table (the UI's default page is its GenAI overview)."""
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    """The MLflow UI page of an experiment's runs table, in the UI's "Model training" view. MLflow
+    3.17's UI takes its mode from the URL's ``workflowType`` (after the fragment), else the browser's
+    storage, else "genai": without it, the page opens as GenAI evaluations (benchmarks/mlflow_view.py)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _flatten(prefix: str, obj, out: dict) -> dict:

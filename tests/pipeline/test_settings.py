@@ -122,3 +122,39 @@ def test_the_scan_finds_a_second_default():
         "z = s.get('pack', schema.default('pack'))\n"  # the one default, read
     )
     assert [line.split(":")[0] for line in _second_defaults(source, keys, paths)] == ["1", "3", "4", "5", "6"]
+
+
+class TestSweepProfile:
+    """`python -m pipeline.sweep --profile medium` runs a grid on the medium budget, as `--configfile config/medium.yaml` does the workflow."""
+
+    def given(self, monkeypatch, *args):
+        from pipeline import sweep
+        from tests.conftest import REPO
+
+        monkeypatch.chdir(REPO)
+        seen = {}
+        monkeypatch.setattr(sweep, "sweep", lambda grid, out, data, config, *a, **k: seen.update(config=config, data=data))
+        assert sweep.main(["--grid", "config/grids/table2.yaml", "--out", "results", *args]) == 0
+        return seen
+
+    def test_a_profile_by_name_gives_its_budget(self, monkeypatch):
+        import yaml
+
+        from tests.conftest import REPO
+
+        seen = self.given(monkeypatch, "--profile", "medium")
+        medium = yaml.safe_load((REPO / "config" / "medium.yaml").read_text())
+        assert seen["config"]["profile"] == "medium" and seen["config"]["budget"] == medium["budget"]
+        assert seen["data"] == "data/processed"  # the profile's data.processed
+
+    def test_settings_win_over_the_profile_and_no_profile_is_the_papers(self, monkeypatch):
+        seen = self.given(monkeypatch, "--profile", "config/quick.yaml", "--settings", '{"budget": {"seeds": 1}}')
+        assert seen["config"]["profile"] == "quick" and seen["config"]["budget"]["seeds"] == 1
+        assert seen["config"]["budget"]["iterations"]["mnist"] == 300
+        assert self.given(monkeypatch)["config"].get("budget", {}) == {}  # the paper's: each grid's own
+
+    def test_an_unknown_profile_is_a_usage_error_naming_the_profiles(self, monkeypatch, capsys):
+        with pytest.raises(SystemExit) as exit_:
+            self.given(monkeypatch, "--profile", "fast")
+        assert exit_.value.code == 2
+        assert "unknown profile 'fast'; allowed: medium, paper, quick" in capsys.readouterr().err
