@@ -403,7 +403,8 @@ def test_the_runs_table_url_of_each_experiment(tmp_path, data_root, monkeypatch)
     out = subprocess.run([sys.executable, "-m", "pipeline.tracking", "--uri", uri, "--experiments", "align"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     exp_id = mlflow.tracking.MlflowClient(uri).get_experiment_by_name("align").experiment_id
-    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs" in out and f"mlflow ui --backend-store-uri {uri}" in out
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning" in out  # the Model training view
+    assert f"mlflow ui --backend-store-uri {uri}" in out
 
 
 # --- credentials and ports ---------------------------------------------------------------------
