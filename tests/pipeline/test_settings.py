@@ -13,7 +13,7 @@ class TestDeviceAuto:
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         resolved = settings.resolve({})
-        assert resolved["device"] == "cuda" and resolved["ray"]["gpus_per_trial"] == settings.AUTO_GPU_SHARE
+        assert resolved["device"] == "cuda" and resolved["ray"]["gpus_per_trial"] == "auto"  # the executor spreads it (gpu_share)
         assert settings.models_per_trial(resolved["pack"], resolved["device"]) == settings.AUTO_PACK["cuda"]
         assert settings.resolve({"device": "cpu"})["ray"]["gpus_per_trial"] == 0  # a named device wins
 
@@ -26,6 +26,20 @@ class TestDeviceAuto:
         resolved = settings.resolve({"ray": {"num_cpus": 2}})
         ray = settings.defaults_of(settings.config_schema())["ray"]
         assert resolved["device"] == "cpu" and resolved["ray"] == {**ray, "num_cpus": 2, "gpus_per_trial": 0}
+
+
+@pytest.mark.parametrize(
+    "trials, gpus, share",
+    [(12, 4, 1 / 3), (5, 4, 1), (22, 8, 1 / 2), (3, 8, 1), (40, 1, 1 / 8), (5, 1, 1 / 5), (12, 0, 1 / 8)],
+)
+def test_an_auto_gpu_share_keeps_every_gpu_busy(trials, gpus, share):
+    """Ray fills one GPU with fractional shares before the next: 1/m puts m trials on each GPU in turn."""
+    from pipeline.settings import gpu_share
+
+    assert gpu_share("auto", trials, gpus) == pytest.approx(share)
+    m = round(1 / share)
+    assert gpus == 0 or min(gpus, -(-trials // m)) == min(gpus, trials)  # as many GPUs busy as there are trials for
+    assert gpu_share(0.25, trials, gpus) == 0.25  # a number is itself
 
 
 @pytest.mark.parametrize("text,message", [("{bad json", "not JSON (Expecting property name"), ("[1, 2]", "a JSON object is wanted")])
@@ -125,7 +139,7 @@ def test_the_scan_finds_a_second_default():
 
 
 class TestSweepProfile:
-    """`python -m pipeline.sweep --profile medium` runs a grid on the medium budget, as `--configfile config/medium.yaml` does the workflow."""
+    """`python -m pipeline.sweep --profile medium`: a grid on the medium budget, as the workflow's `--configfile config/medium.yaml`."""
 
     def given(self, monkeypatch, *args):
         from pipeline import sweep
