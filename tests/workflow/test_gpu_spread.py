@@ -121,3 +121,14 @@ def test_the_paper_grids_side_by_side_fill_every_declared_gpu(runtime, tmp_path)
           f"grids at once: {sorted({s['grid'] for s in several})}")  # fmt: skip
     assert len(most) >= GPUS and {s["cuda"] for s in most} == {str(i) for i in range(GPUS)}
     assert len({s["grid"] for s in several}) >= 2
+
+
+@pytest.mark.parametrize("ray, cores", [([], "4"), (["--config", 'ray={address: "127.0.0.1:6379"}'], "1")])
+def test_sweeps_on_a_ray_runtime_they_join_run_side_by_side(ray, cores):
+    """A sweep takes every core when it starts its own Ray runtime (sweeps take turns), one when it joins one."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "4", "--configfile", "config/quick.yaml", *ray]
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sweeps = [line for line in out.stdout.splitlines() if "python -m pipeline.sweep" in line]
+    assert sweeps and all(f" --cores {cores} > >(trap" in line for line in sweeps), sweeps
