@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", required=True)
     parser.add_argument("--out", default="results")
     parser.add_argument("--data", default=None, help="prepared datasets (default: the profile's data.processed)")
-    parser.add_argument("--profile", default=None, metavar="NAME|FILE",
+    parser.add_argument("--profile", "--configfile", dest="profile", default=None, metavar="NAME|FILE",
                         help="a budget profile: quick, medium, paper (config/<name>.yaml) or a file; default: the paper's")  # fmt: skip
     parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON, over the profile")
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,6 +121,13 @@ def runs_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def where(uri: str, experiment_id: str) -> str:
+    """An experiment's runs page: on the tracking server, or on the ``mlflow ui`` of a local store."""
+    if uri.startswith(("http://", "https://")):
+        return runs_url(experiment_id, uri)
+    return f"{runs_url(experiment_id)} (start `mlflow ui --backend-store-uri {uri}` first)"
+
+
 def _flatten(prefix: str, obj, out: dict) -> dict:
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -137,7 +145,7 @@ class Tracker:
         self.client = open_store(self.uri)
         self.store, self.store_id = store, store.identity()
         self.tags = {k: str(v) for k, v in tags.items()} | {STORE_KEY: self.store_id, STORE_PATH: f"{socket.gethostname()}:{store.root}"}
-        self.experiment_id = experiment(self.client, grid.name)
+        self.name, self.experiment_id = grid.name, experiment(self.client, grid.name)
         found = self._search(SWEEP_KEY, sweep_key)
         if found is not None:
             self.parent = found.info.run_id
@@ -232,9 +240,10 @@ class Tracker:
                 self.client.set_terminated(run_id, status)
 
     def finish_sweep(self, summary: dict) -> None:
-        """Summary as tags (a rerun may overwrite them; params are write-once)."""
+        """Summary as tags (a rerun may overwrite them; params are write-once); then where its runs are."""
         self.client.log_batch(self.parent, tags=[_tag(f"sweep.{k}", v) for k, v in _flatten("", summary, {}).items()])
         self.client.set_terminated(self.parent, "FINISHED")
+        print(f"{self.name}: MLflow runs at {where(self.uri, self.experiment_id)}", file=sys.stderr)
 
 
 def _params(flat: dict):

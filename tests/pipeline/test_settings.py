@@ -166,6 +166,7 @@ class TestSweepProfile:
         assert seen["config"]["profile"] == "quick" and seen["config"]["budget"]["seeds"] == 1
         assert seen["config"]["budget"]["iterations"]["mnist"] == 300
         assert self.given(monkeypatch)["config"].get("budget", {}) == {}  # the paper's: each grid's own
+        assert self.given(monkeypatch, "--configfile", "config/medium.yaml")["config"]["profile"] == "medium"  # Snakemake's spelling
 
     def test_an_unknown_profile_is_a_usage_error_naming_the_profiles(self, monkeypatch, capsys):
         with pytest.raises(SystemExit) as exit_:
