@@ -1,4 +1,4 @@
-# `make reproduce` sets up .venv and runs the main job (PROFILE=quick by default; PROFILE=medium
+# `make reproduce` sets up .venv and runs the main job on a budget profile (PROFILE=quick by default; PROFILE=medium
 # for the paper's ordering on a CPU in about an hour; PROFILE=paper for the full protocol;
 # ABLATIONS=true adds config/ablations). `make test` sets up .venv, lints and runs the tests.
 SHELL := /bin/bash

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
-from pipeline.schema import config_schema, defaults_of
+from pipeline.schema import SchemaError, config_schema, defaults_of, read_yaml, validate
 
 
-class SettingsError(ValueError):
+class SettingsError(SchemaError):
     """A setting the trials cannot use; the message names the config key and what is allowed."""
 
 
@@ -37,6 +38,38 @@ def json_object(text: str) -> dict:
     return value
 
 
+CONFIG_DIR = Path("config")  # as the workflow reads it: relative to the folder the command runs in
+PAPER = "config.yaml"  # the paper profile's file, the base every other profile overlays
+
+
+def profile_file(profile: str, folder: Path = CONFIG_DIR) -> Path:
+    """The file of a budget profile: a name (``quick``, ``medium``: ``config/<name>.yaml``; ``paper``:
+    ``config/config.yaml``) or a YAML file's path. SettingsError naming the profiles there otherwise."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise SettingsError(f"--profile {profile}: no such file")
+        return path
+    names = {"paper": folder / PAPER} | {p.stem: p for p in sorted(folder.glob("*.yaml")) if p.name != PAPER}
+    if profile not in names:
+        raise SettingsError(f"--profile: unknown profile {profile!r}; allowed: {', '.join(sorted(names))} (config/<name>.yaml), or a file")
+    return names[profile]
+
+
+def load_profile(profile: str, folder: Path = CONFIG_DIR) -> dict:
+    """A budget profile's settings as the workflow has them: ``config/config.yaml`` overlaid by the
+    profile's file (Snakemake's ``--configfile``), validated, defaults filled in."""
+    path, base = profile_file(profile, folder), folder / PAPER
+    files = [base, path] if base.is_file() and path.resolve() != base.resolve() else [path]
+    doc: dict = {}
+    for f in files:
+        doc = merge(doc, read_yaml(f, SettingsError, "profile"))
+    try:
+        return validate(doc, config_schema(), f"--profile {profile} ({', '.join(map(str, files))})", SettingsError)
+    except SchemaError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def merge(base: dict, over: dict) -> dict:
     """``base`` updated by ``over``, nested mappings merged key by key."""
     out = dict(base)
@@ -45,11 +78,27 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-#: A trial's share of a GPU when ``ray.gpus_per_trial: auto`` on CUDA: eight trials per GPU. On an
-#: H200 under MPS (``nvidia-cuda-mps-control -d``), processes of IC-STN-4(a) at K = 3 trained
-#: 1.77x as fast as one with four, 2.01x with eight; without MPS four ran 1.01x, so sharing costs
-#: nothing and MPS pays (benchmarks/GPU.md).
+#: The smallest share of a GPU a trial gets when ``ray.gpus_per_trial: auto``: at most eight trials
+#: per GPU. On an H200 under MPS (``nvidia-cuda-mps-control -d``), processes of IC-STN-4(a) at K = 3
+#: trained 1.77x as fast as one with four, 2.01x with eight; without MPS four ran 1.01x, so sharing
+#: costs nothing and MPS pays (benchmarks/GPU.md).
 AUTO_GPU_SHARE = 0.125
+
+
+def gpu_share(setting: float | str, trials: int, gpus: float) -> float:
+    """A trial's share of a GPU on a Ray runtime of ``gpus`` GPUs running ``trials`` trials.
+
+    A number is itself. ``auto`` spreads the trials over every GPU: Ray fills one GPU with
+    fractional shares before it starts the next, so eight trials at 1/8 would all sit on GPU 0 of
+    an 8-GPU node. A share of 1/m, m = trials // gpus (1 to 8), keeps every GPU busy: 12 trials
+    on 4 GPUs run 3 to a GPU, all at once; 5 on 4 run one to a GPU. A runtime without GPUs gets
+    AUTO_GPU_SHARE, which it cannot hold (the executor then says so).
+    """
+    if setting != "auto":
+        return setting
+    if gpus < 1:
+        return AUTO_GPU_SHARE
+    return 1 / min(round(1 / AUTO_GPU_SHARE), max(1, trials // int(gpus)))
 
 
 def with_defaults(settings: dict | None) -> dict:
@@ -59,14 +108,15 @@ def with_defaults(settings: dict | None) -> dict:
 
 def resolve(settings: dict | None) -> dict:
     """``settings`` over the defaults, ``auto`` resolved: ``device`` is CUDA where torch sees a GPU
-    on this machine (the CPU otherwise), and a CUDA trial's ``ray.gpus_per_trial`` is AUTO_GPU_SHARE."""
+    on this machine (the CPU otherwise), and a CPU trial's ``ray.gpus_per_trial`` is 0 (a CUDA trial's
+    ``auto`` stays: ``gpu_share`` resolves it against the Ray runtime's GPUs)."""
     out = with_defaults(settings)
     if out["device"] == "auto":
         import torch
 
         out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    if out["ray"]["gpus_per_trial"] == "auto":
-        out["ray"] = {**out["ray"], "gpus_per_trial": AUTO_GPU_SHARE if str(out["device"]).startswith("cuda") else 0}
+    if out["ray"]["gpus_per_trial"] == "auto" and not str(out["device"]).startswith("cuda"):
+        out["ray"] = {**out["ray"], "gpus_per_trial": 0}
     return out
 
 
@@ -107,7 +157,8 @@ def check_device(settings: dict, executor: str) -> None:
         raise SettingsError(f"config key 'device': {device!r} is not a torch device; allowed: auto, cpu, cuda, cuda:N") from None
     if kind not in ("cpu", "cuda"):
         raise SettingsError(f"config key 'device': {device!r} is not supported; allowed: auto, cpu, cuda, cuda:N")
-    if kind == "cuda" and executor == "ray" and not settings["ray"]["gpus_per_trial"] > 0:
+    gpus = settings["ray"]["gpus_per_trial"]
+    if kind == "cuda" and executor == "ray" and gpus != "auto" and not gpus > 0:
         # Ray hides every GPU from a trial that asks for none (CUDA_VISIBLE_DEVICES='')
         raise SettingsError(
             "config key 'ray.gpus_per_trial' is 0 but 'device' is cuda: give each trial a GPU or a share of one (e.g. 1 or 0.25)"

@@ -1,10 +1,12 @@
 """Run one grid: validate it, expand it into trials, skip the done ones, run the rest, collect.
 
-    python -m pipeline.sweep --grid config/grids/table2.yaml --out results \
+    python -m pipeline.sweep --grid config/grids/table2.yaml --out results [--profile quick|medium|paper] \
         [--data data/processed] [--settings JSON] [--executor ray|inline] [--no-tracking] [--stop-after 8m]
 
+``--profile`` is a budget profile, as ``--configfile`` gives the workflow one (``config/<name>.yaml``
+over ``config/config.yaml``; without it, the paper profile's defaults: each grid's own budget).
 ``--settings`` is the resolved workflow config (profile, budget, ray, device, tracking) as JSON
-(``pipeline.settings``). Outputs: the grid's store under ``--out`` (``pipeline.store``) and its
+(``pipeline.settings``), over the profile. Outputs: the grid's store under ``--out`` (``pipeline.store``) and its
 results table ``<out>/<grid>.parquet``.
 
 Resuming: a trial whose record exists is done and is never retrained. An unfinished trial
@@ -174,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", required=True)
     parser.add_argument("--out", default=schema.default("results"))
-    parser.add_argument("--data", default=schema.default("data", "processed"))
-    parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON")
+    parser.add_argument("--data", default=None, help="prepared datasets (default: the profile's data.processed)")
+    parser.add_argument("--profile", "--configfile", dest="profile", default=None, metavar="NAME|FILE",
+                        help="a budget profile: quick, medium, paper (config/<name>.yaml) or a file; default: the paper's")  # fmt: skip
+    parser.add_argument("--settings", default={}, type=settings.json_object, help="resolved workflow config, JSON, over the profile")
     parser.add_argument("--executor", choices=list(executors.NAMES), default=None)
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     parser.add_argument("--continues", default=None, help="the stop of an earlier run it continues (default: the last summary's)")
@@ -187,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", default=os.environ.get(DEADLINE_ENV),
                         help=f"the limit as a time.time() value (default: {DEADLINE_ENV}: a workflow's, for all its sweeps)")  # fmt: skip
     args = parser.parse_args(argv)
-    config = args.settings
+    try:
+        config = settings.merge(settings.load_profile(args.profile), args.settings) if args.profile else args.settings
+    except settings.SettingsError as exc:
+        parser.error(str(exc))
+    data_root = args.data or settings.with_defaults(config)["data"]["processed"]
+    if "profile" not in config:  # a bare command line: say which budget, rather than start 200,000 iterations silently
+        print(f"{Path(args.grid).stem}: no --profile given: the paper profile, each grid's own iterations and seeds "
+              "(--profile quick or medium for a CPU)", file=sys.stderr)  # fmt: skip
     if args.max_trials is not None:
         config = settings.merge(config, {"max_trials": args.max_trials})
     try:  # checked as the workflow checks its config file, before any compute
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         signal.signal(signal.SIGTERM, lambda *_: limit.request())
     try:
-        sweep(args.grid, args.out, args.data, config, executor, track=not args.no_tracking, limit=limit, continues=args.continues)
+        sweep(args.grid, args.out, data_root, config, executor, track=not args.no_tracking, limit=limit, continues=args.continues)
     except (grids.GridError, tracking.TrackingError, FileNotFoundError, ValueError, ConnectionError, files.DiskFull, Unrecoverable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

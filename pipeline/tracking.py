@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import socket
+import sys
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,8 +132,17 @@ def artifact_location(client, name: str) -> str | None:
 
 
 def runs_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow UI page of an experiment's runs table (the UI's default page is its GenAI overview)."""
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    """The MLflow UI page of an experiment's runs table, in the UI's "Model training" view. MLflow
+    3.17's UI takes its mode from the URL's ``workflowType`` (after the fragment), else the browser's
+    storage, else "genai": without it, the page opens as GenAI evaluations (benchmarks/mlflow_view.py)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def where(uri: str, experiment_id: str) -> str:
+    """An experiment's runs page: on the tracking server, or on the ``mlflow ui`` of a local store."""
+    if uri.startswith(("http://", "https://")):
+        return runs_url(experiment_id, uri)
+    return f"{runs_url(experiment_id)} (start `mlflow ui --backend-store-uri {uri}` first)"
 
 
 def _flatten(prefix: str, obj, out: dict) -> dict:
@@ -152,7 +162,7 @@ class Tracker:
         self.client = open_store(self.uri)
         self.store, self.store_id = store, store.identity()
         self.tags = {k: str(v) for k, v in tags.items()} | {STORE_KEY: self.store_id, STORE_PATH: f"{socket.gethostname()}:{store.root}"}
-        self.experiment_id = experiment(self.client, grid.name)
+        self.name, self.experiment_id = grid.name, experiment(self.client, grid.name)
         found = self._search(SWEEP_KEY, sweep_key) or (self._search(SWEEP_KEY, earlier_key) if earlier_key else None)
         if found is not None:  # its run, or the run of its trials under an earlier version's keys (pipeline.migrate)
             self.parent = found.info.run_id
@@ -282,9 +292,10 @@ class Tracker:
                 self.client.set_terminated(run_id, status)
 
     def finish_sweep(self, summary: dict) -> None:
-        """Summary as tags (a rerun may overwrite them; params are write-once)."""
+        """Summary as tags (a rerun may overwrite them; params are write-once); then where its runs are."""
         self.client.log_batch(self.parent, tags=[_tag(f"sweep.{k}", v) for k, v in _flatten("", summary, {}).items()])
         self.client.set_terminated(self.parent, "FINISHED")
+        print(f"{self.name}: MLflow runs at {where(self.uri, self.experiment_id)}", file=sys.stderr)
 
 
 def _params(flat: dict):

@@ -31,6 +31,7 @@ from pipeline import interrupt
 from pipeline.files import quiet_disk_full
 from pipeline.progress import Progress
 from pipeline.runner import UNRECOVERABLE, Context, Reporter, Unrecoverable, run_trial
+from pipeline.settings import gpu_share
 from pipeline.stop import Limit, LimitReached
 from pipeline.trial import Trial
 
@@ -288,8 +289,9 @@ def _no_restore_hint(record: logging.LogRecord) -> bool:
     return "Tuner.restore(" not in record.getMessage()
 
 
-def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: Search | None = None):
-    """Run ``trials`` on Tune (or, with ``search``, Optuna's samples of the first); returns the ResultGrid."""
+def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str, search: Search | None = None, trainable=_trainable):
+    """Run ``trials`` on Tune (or, with ``search``, Optuna's samples of the first); returns the ResultGrid.
+    ``trainable(config)`` runs one trial in a worker (``_trainable``)."""
     import ray
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -302,8 +304,9 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
     tune_log.addFilter(_no_restore_hint)
     quiet_disk_full("ray.train._internal.syncer", "ray.tune.execution.experiment_state")  # its uploads to a full disk fail too
     owned = connect(settings["ray"])
-    res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": settings["ray"]["gpus_per_trial"]}
     total = len(trials) if search is None else search.num_samples
+    gpus = ray.cluster_resources().get("GPU", 0)  # of every node: a cluster's trials spread over all of them
+    res = {"cpu": settings["ray"]["cpus_per_trial"], "gpu": gpu_share(settings["ray"]["gpus_per_trial"], total, gpus)}
     try:
         check_resources(res)
         param_space = {"ctx": {**ctx.to_dict(), "threads": res["cpu"]}}
@@ -328,7 +331,7 @@ def _tune(trials: list[Trial], ctx: Context, settings: dict, tracker, name: str,
             callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), DriverCallback(ctx, Progress(name, total), tracker)],
             verbose=0,  # DriverCallback prints what matters; Tune's tables would repeat each config
         )
-        grid_result = tune.Tuner(tune.with_resources(_trainable, res), param_space=param_space, tune_config=tune_config,
+        grid_result = tune.Tuner(tune.with_resources(trainable, res), param_space=param_space, tune_config=tune_config,
                                  run_config=run_config).fit()  # fmt: skip
     except KeyboardInterrupt:  # SIGTERM (pipeline.interrupt), or a second Ctrl-C
         # Runs KILLED first: a scheduler's SIGTERM stops Ray's own processes too, a shutdown of

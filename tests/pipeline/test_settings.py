@@ -15,7 +15,7 @@ class TestDeviceAuto:
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         resolved = settings.resolve({})
-        assert resolved["device"] == "cuda" and resolved["ray"]["gpus_per_trial"] == settings.AUTO_GPU_SHARE
+        assert resolved["device"] == "cuda" and resolved["ray"]["gpus_per_trial"] == "auto"  # the executor spreads it (gpu_share)
         assert settings.models_per_trial(resolved["pack"], resolved["device"]) == settings.AUTO_PACK["cuda"]
         assert settings.resolve({"device": "cpu"})["ray"]["gpus_per_trial"] == 0  # a named device wins
 
@@ -28,6 +28,20 @@ class TestDeviceAuto:
         resolved = settings.resolve({"ray": {"num_cpus": 2}})
         ray = settings.defaults_of(settings.config_schema())["ray"]
         assert resolved["device"] == "cpu" and resolved["ray"] == {**ray, "num_cpus": 2, "gpus_per_trial": 0}
+
+
+@pytest.mark.parametrize(
+    "trials, gpus, share",
+    [(12, 4, 1 / 3), (5, 4, 1), (22, 8, 1 / 2), (3, 8, 1), (40, 1, 1 / 8), (5, 1, 1 / 5), (12, 0, 1 / 8)],
+)
+def test_an_auto_gpu_share_keeps_every_gpu_busy(trials, gpus, share):
+    """Ray fills one GPU with fractional shares before the next: 1/m puts m trials on each GPU in turn."""
+    from pipeline.settings import gpu_share
+
+    assert gpu_share("auto", trials, gpus) == pytest.approx(share)
+    m = round(1 / share)
+    assert gpus == 0 or min(gpus, -(-trials // m)) == min(gpus, trials)  # as many GPUs busy as there are trials for
+    assert gpu_share(0.25, trials, gpus) == 0.25  # a number is itself
 
 
 @pytest.mark.parametrize("text,message", [("{bad json", "not JSON (Expecting property name"), ("[1, 2]", "a JSON object is wanted")])
@@ -183,3 +197,43 @@ def test_the_sweeps_settings_are_checked_against_the_schema(text, message, capsy
     err = capsys.readouterr().err
     assert "--settings" in err and message in err
     assert not (tmp_path / "r").exists()  # before any file is written
+
+
+class TestSweepProfile:
+    """`python -m pipeline.sweep --profile medium`: a grid on the medium budget, as the workflow's `--configfile config/medium.yaml`."""
+
+    def given(self, monkeypatch, *args):
+        from pipeline import sweep
+        from tests.conftest import REPO
+
+        monkeypatch.chdir(REPO)
+        seen = {}
+        monkeypatch.setattr(sweep, "sweep", lambda grid, out, data, config, *a, **k: seen.update(config=config, data=data))
+        assert sweep.main(["--grid", "config/grids/table2.yaml", "--out", "results", *args]) == 0
+        return seen
+
+    def test_a_profile_by_name_gives_its_budget(self, monkeypatch):
+        import yaml
+
+        from pipeline import settings
+        from tests.conftest import REPO
+
+        seen = self.given(monkeypatch, "--profile", "medium")
+        medium = yaml.safe_load((REPO / "config" / "medium.yaml").read_text())
+        assert seen["config"]["profile"] == "medium" and seen["config"]["budget"] == settings.with_defaults(medium)["budget"]
+        assert seen["data"] == "data/processed"  # the profile's data.processed
+
+    def test_settings_win_over_the_profile_and_no_profile_is_the_papers(self, monkeypatch):
+        from pipeline import settings
+
+        seen = self.given(monkeypatch, "--profile", "config/quick.yaml", "--settings", '{"budget": {"seeds": 1}}')
+        assert seen["config"]["profile"] == "quick" and seen["config"]["budget"]["seeds"] == 1
+        assert seen["config"]["budget"]["iterations"]["mnist"] == 300
+        assert self.given(monkeypatch)["config"]["budget"] == settings.with_defaults({})["budget"]  # the paper's: each grid's own
+        assert self.given(monkeypatch, "--configfile", "config/medium.yaml")["config"]["profile"] == "medium"  # Snakemake's spelling
+
+    def test_an_unknown_profile_is_a_usage_error_naming_the_profiles(self, monkeypatch, capsys):
+        with pytest.raises(SystemExit) as exit_:
+            self.given(monkeypatch, "--profile", "fast")
+        assert exit_.value.code == 2
+        assert "unknown profile 'fast'; allowed: medium, paper, quick" in capsys.readouterr().err

@@ -396,14 +396,18 @@ def test_an_unusable_store_is_named_in_one_line(tmp_path, data_root, make_store,
     assert not (tmp_path / "r").exists()
 
 
-def test_the_runs_table_url_of_each_experiment(tmp_path, data_root, monkeypatch):
+def test_the_runs_table_url_of_each_experiment(tmp_path, data_root, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would win over the configured store
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep.sweep(write_grid(tmp_path, iterations=10), tmp_path / "r", data_root / "processed", {"tracking": {"uri": uri}}, "inline")
+    said = capsys.readouterr().err  # the sweep's last lines say where its runs are
     out = subprocess.run([sys.executable, "-m", "pipeline.tracking", "--uri", uri, "--experiments", "align"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     exp_id = mlflow.tracking.MlflowClient(uri).get_experiment_by_name("align").experiment_id
-    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs" in out and f"mlflow ui --backend-store-uri {uri}" in out
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning" in out  # the Model training view
+    assert f"mlflow ui --backend-store-uri {uri}" in out
+    assert f"align: MLflow runs at http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning" in said
+    assert f"mlflow ui --backend-store-uri {uri}" in said
 
 
 # --- credentials and ports ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 # Each is validated here, so a mistake stops the workflow before any job starts.
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -124,6 +125,17 @@ export_max_trials(config["max_trials"])
 # reaches them through their environment, not among their settings: a limit never reruns a sweep.
 if workflow.is_main_process:
     export_deadline(config["stop_after"])
+
+
+def sweep_threads(wildcards):
+    """A sweep's cores. On a Ray cluster (ray.address, RAY_ADDRESS) its trials run on the cluster:
+    one core drives them, and sweeps run side by side, filling the cluster together. Otherwise it
+    starts a Ray runtime of this machine's cores (--cores): sweeps take turns, each filling the
+    machine. Under a cluster executor, which has no total of cores, the Snakemake profile gives
+    the sweep's job its cores (workflow/profiles/slurm: set-threads)."""
+    if config["ray"]["address"] or os.environ.get("RAY_ADDRESS"):
+        return 1
+    return workflow.resource_settings.cores or 1
 
 
 def sweep_summary(grid):

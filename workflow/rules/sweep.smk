@@ -12,7 +12,7 @@ checkpoint sweep:
         "logs/sweep/{grid}.log",
     conda:
         ENV
-    threads: workflow.cores
+    threads: sweep_threads
     params:
         results=lambda wildcards, output: parent(output[0], 2),
         processed=lambda wildcards, input: parent(input.data, 2),
