@@ -182,9 +182,9 @@ class QuietStop(logging.Filter):
     def _stopped_table(self, text):
         """Whether ``text`` (a job's output or command) names a stopped sweep's table or summary."""
         named = [
-            f"{RESULTS}/{g}{end}"
+            path
             for g in stopped_sweeps()
-            for end in (".parquet", "/sweep.json")
+            for path in (f"{RESULTS}/{g}.parquet", sweep_summary(g))
         ]
         return any(path in text for path in named)
 
