@@ -34,9 +34,9 @@ CHANNELS_LAST = {"cpu": True, "cuda": False}  # any other device (meta, in the t
 #: (``icstn.triton_conv``: one launch per direction for all K models; CUDA, or the CPU under
 #: TRITON_INTERPRET=1). CPU: "rows"; oneDNN's backward of a grouped convolution with one input
 #: channel per group runs at about 1 GFLOP/s on one thread, and the row matmuls ran forward and
-#: backward of conv(9x9;3) on 1 channel (the MNIST classifier) 3.9x faster and of conv(7x7;4) 3.1x
+#: backward of conv(9x9;3) on 1 channel (the MNIST classifier) 3.2x faster and of conv(7x7;4) 2.6x
 #: (K = 3, batch 100, 1 thread); with several input channels oneDNN's channels-last convolution
-#: is the faster (conv(7x7;8) on 4: its backward 31 ms, unfolded patches 218 ms). CUDA: cuDNN runs
+#: is the faster (conv(7x7;8) on 4: its weight gradient 5 ms, unfolded patches 218 ms). CUDA: cuDNN runs
 #: a grouped layer of 4 -> 8 channels per group as one kernel per group, the cost that dominates
 #: IC-STN-4(a) at K = 128 on an H200. "gemm" lost at every K (H200, run 3); "triton" waits for
 #: ``python -m benchmarks.conv_decision`` on a GPU to choose.

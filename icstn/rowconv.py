@@ -9,7 +9,7 @@ Stacking the kh input rows of each output row gives one matmul per model:
 The rows copy the input kh times (an unfolded-patch matmul copies it kh*kw times), and the band is
 W / kw mostly zeros: about 3x the multiply-adds of the convolution, in a large matmul. On one CPU
 thread oneDNN's grouped convolution with one input channel per group runs its backward at about
-1 GFLOP/s; this runs both directions of the MNIST classifier's conv(9x9;3) 3.9x faster at K = 3
+1 GFLOP/s; this runs both directions of the MNIST classifier's conv(9x9;3) 3.2x faster at K = 3
 (measured: ``python -m benchmarks.throughput --device cpu``).
 
 Summation order: each output is a matmul's sum over kh*W products, kw*kh of them the kernel's and
