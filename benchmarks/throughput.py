@@ -209,11 +209,12 @@ def profile(trainer: Trainer, steps: int = 5, top: int = 10) -> list[dict]:
 
 
 def project(config: Path, overlay: Path | None, device: str, steps: int, warmup: int, emit,
-            only: list[str] | None = None, fit: float | None = None) -> None:  # fmt: skip
+            only: list[str] | None = None, fit: float | None = None, against_baseline: bool = False) -> None:  # fmt: skip
     """Time each grid model at the pipeline's models-per-trial; print device-hours per grid and in total.
 
     ``only`` names the grids to project (default: all); ``fit`` (seconds) also prints, per grid, the
     most iterations (a multiple of 100, at least 100 and at most the profile's) whose training steps fit that time.
+    ``against_baseline`` also times each model on ``baseline_path`` right after, and prints its hours beside.
     """
     import yaml
 
@@ -224,41 +225,44 @@ def project(config: Path, overlay: Path | None, device: str, steps: int, warmup:
     if overlay is not None:
         settings = merge(settings, yaml.safe_load(overlay.read_text()))
     pack = models_per_trial(settings["pack"], device)
-    rates, total = {}, 0.0
+    rates, base_rates, total, base_total = {}, {}, 0.0, 0.0
     for name, path in grids.discover(settings["grids"]).items():
         if only and name not in only:
             continue
         grid = grids.load_grid(path, settings["budget"])
-        data, hours = synthetic(grid.experiment), 0.0
+        data, hours, base_hours = synthetic(grid.experiment), 0.0, 0.0
         for trial in grids.expand(grid, pack):
             key = (grid.experiment, trial.model, len(trial.members), trial.train["batch_size"])
             if key not in rates:
                 cfg = models.get_config(grid.experiment, trial.model)
-                rates[key] = rate(trainers_for(cfg, data, key[2], "batched+graph", device, key[3]), steps, warmup)
-                emit({"project": grid.name, "experiment": key[0], "model": key[1], "k": key[2], "model_iters_per_s": round(rates[key], 2)})
+                (trainer,) = trainers_for(cfg, data, key[2], "batched+graph", device, key[3])
+                rates[key] = rate([trainer], steps, warmup)
+                row = {"project": grid.name, "experiment": key[0], "model": key[1], "k": key[2], "model_iters_per_s": round(rates[key], 2)}
+                if against_baseline:
+                    with baseline_path(torch.device(device).type):
+                        base_rates[key] = rate([trainer], steps, warmup)
+                    row.update(
+                        baseline_model_iters_per_s=round(base_rates[key], 2), ratio_to_baseline=round(rates[key] / base_rates[key], 3)
+                    )
+                emit(row)
             hours += grid.iterations * len(trial.members) / rates[key] / 3600
+            base_hours += grid.iterations * len(trial.members) / base_rates[key] / 3600 if against_baseline else 0.0
         total += hours
-        emit(
-            {
-                "project": grid.name,
-                "device_hours": round(hours, 3),
-                "iterations": grid.iterations,
-                "seeds": grid.seeds,
-                "sigma_px": grid.sigma_px,
-            }
-        )
+        base_total += base_hours
+        row = {
+            "project": grid.name,
+            "device_hours": round(hours, 3),
+            "iterations": grid.iterations,
+            "seeds": grid.seeds,
+            "sigma_px": grid.sigma_px,
+        }
+        emit({**row, "baseline_device_hours": round(base_hours, 3)} if against_baseline else row)
         if fit:
             most = max(100, int(grid.iterations * fit / (hours * 3600)) // 100 * 100)
             emit({"fit": grid.name, "seconds": fit, "iterations": min(grid.iterations, most)})
-    emit(
-        {
-            "project": "total",
-            "profile": settings.get("profile"),
-            "device_hours": round(total, 3),
-            "pack": pack,
-            "note": "training steps only, trials back to back",
-        }
-    )
+    row = {"project": "total", "profile": settings.get("profile"), "device_hours": round(total, 3), "pack": pack}
+    row |= {"baseline_device_hours": round(base_total, 3)} if against_baseline else {}
+    emit({**row, "note": "training steps only, trials back to back"})
 
 
 def cpu_model() -> str | None:
@@ -307,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=["nhwc", "nchw"], help="memory layout of the grouped convolutions (default: icstn.layers')")
     parser.add_argument("--conv", choices=sorted(layers.CONVOLUTIONS), help="how K models' convolutions run (default: icstn.layers')")
     parser.add_argument("--grids", nargs="+", metavar="NAME", help="with --project: only these grids")
+    parser.add_argument("--against-baseline", action="store_true", help="with --project: each model on baseline_path too, hours beside")
     parser.add_argument("--fit", type=float, metavar="SECONDS", help="with --project: the iterations whose steps fit SECONDS")
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     parser.add_argument("--configfile", type=Path, help="an overlay, e.g. config/quick.yaml")
@@ -379,7 +384,15 @@ def main(argv: list[str] | None = None) -> int:
                 emit({"profile": "batched", "k": max(ks), **row})
     if args.project:
         project(
-            args.config, args.configfile, args.device, args.steps, args.warmup, lambda row: emit(row, measured=False), args.grids, args.fit
+            args.config,
+            args.configfile,
+            args.device,
+            args.steps,
+            args.warmup,
+            lambda row: emit(row, measured=False),
+            args.grids,
+            args.fit,
+            args.against_baseline,
         )
     return 0
 

@@ -137,3 +137,19 @@ def test_the_cpu_suite_measures_the_fast_path_against_the_baseline_path():
     steps_per_s = row["model_iters_per_s"] / 2
     assert row["gflop_per_step"] > 0 and row["gflop_per_s"] == pytest.approx(row["gflop_per_step"] * steps_per_s, rel=0.02, abs=0.01)
     assert row["matmul_share"] == pytest.approx(row["gflop_per_s"] / rows[0]["gflop_per_s"], rel=0.02, abs=1e-4)
+
+
+def test_projection_against_the_baseline_path(tmp_path):
+    (tmp_path / "grids").mkdir()
+    grid = {"experiment": "mnist", "models": ["STN(b)"], "seeds": [0, 1], "sigma_px": [1.0], "iterations": 50000}
+    (tmp_path / "grids" / "g.yaml").write_text(yaml.safe_dump(grid))
+    config = {"profile": "tiny", "grids": str(tmp_path / "grids"), "pack": 2, "budget": {"iterations": 1000}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [r for r in run("--k", "--project", "--against-baseline", "--config", str(tmp_path / "config.yaml")) if "project" in r]
+    (timed,), per_grid, total = [r for r in rows if "model" in r], rows[-2], rows[-1]
+    assert timed["ratio_to_baseline"] == pytest.approx(timed["model_iters_per_s"] / timed["baseline_model_iters_per_s"], rel=0.01)
+    expected = 1000 * 2 / timed["baseline_model_iters_per_s"] / 3600
+    assert (
+        per_grid["baseline_device_hours"] == pytest.approx(expected, abs=1e-3)
+        and total["baseline_device_hours"] == per_grid["baseline_device_hours"]
+    )
