@@ -64,9 +64,13 @@ def plan(store: GridStore, trials: list[Trial], strict: bool = True) -> dict[str
     current = {t.key for t in trials}
     renames, unmatched = {}, []
     for name in store.trial_keys():
-        record = store.folder(name) / "record.json"
-        if record.is_file():
-            key = Trial.from_dict(json.loads(record.read_text())).key
+        if (store.folder(name) / "record.json").is_file():
+            try:
+                key = store.record(name).trial.key
+            except ValueError:  # damaged: left where it is, for the sweep to name before its compute
+                if strict:
+                    raise
+                continue
         else:
             key = name if name in current else by_old.get(name)
         if key is None:

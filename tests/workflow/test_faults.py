@@ -43,7 +43,8 @@ def write_grid(folder, name="faulty", **changes):
 
 
 def run_cli(args, env=None, **kw):
-    cmd = [sys.executable, "-m", "pipeline.sweep", *map(str, args)]
+    """The sweep's command line, on the paper profile named (a bare command adds a line saying it runs that budget)."""
+    cmd = [sys.executable, "-m", "pipeline.sweep", "--profile", "paper", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
 
 
@@ -84,7 +85,7 @@ def test_ray_address_pointing_at_nothing(tmp_path, data_root):
 @pytest.mark.parametrize(
     "settings, executor, message",
     [
-        ({"device": "gpu"}, "ray", "config key 'device': 'gpu' is not a torch device; allowed: auto, cpu, cuda, cuda:N"),
+        ({"device": "gpu"}, "ray", "--settings: key 'device': bad value 'gpu'; allowed: auto (cuda where torch sees a GPU, else cpu)"),
         ({"device": "cuda", "ray": {"gpus_per_trial": 0}}, "ray", "config key 'ray.gpus_per_trial' is 0 but 'device' is cuda"),
         ({"device": "cuda:0", "ray": {"gpus_per_trial": 1}}, "inline", "this machine has no CUDA device"),
     ],
