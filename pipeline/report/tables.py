@@ -106,7 +106,7 @@ def formatted(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
     for kind in reference.KINDS:
         p = _prefix(kind)
         if f"{p}mean" in table:
-            out[reference.label(kind)] = [_ours(m, sd, n, 0, int(d)) if pd.notna(m) else ""
+            out[reference.label(kind)] = [_ours(m, sd, int(n), 0, int(d)) if pd.notna(m) else ""  # n: a float beside missing cells
                                           for m, sd, n, d in zip(*(table[p + c] for c in ("mean", "std", "n", "dead")))]  # fmt: skip
     out["ours (mean ± std, n)"] = [_ours(*row) for row in zip(table.ours_mean, table.ours_std, table.n_seeds, table.diverged, table.dead)]
     # every grid's, as its caption says: an ablation's reader compares settings by them
