@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from pipeline.report.markup import one_line, plain_figures
@@ -191,8 +192,9 @@ def _wrap(note: str, width: int = NOTE_WIDTH) -> str:
     for part in note.split(" · "):
         if lines and len(lines[-1]) + 3 + len(part) <= width:
             lines[-1] += " · " + part
-        else:
-            lines.append(part if not lines else "    · " + part)
+        else:  # a part longer than a line itself (a reference's whole state) is broken between its words
+            first = "" if not lines else "    · "
+            lines += textwrap.wrap(part, width, initial_indent=first, subsequent_indent="      ")
     return "\n".join(lines)
 
 
