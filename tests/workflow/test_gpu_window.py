@@ -76,7 +76,7 @@ def test_the_gpu_windows_command_runs_on_a_cpu(window, tmp_path):
     folder = reference.unpack(out / "reference" / "tiny.tar.gz", tmp_path / "reference")
     assert folder == tmp_path / "reference" / "tiny-cpu"
     df, facts = reference.load("tiny", tmp_path / "reference", "CPU")
-    assert facts["kind"] == "CPU" and reference.progress(facts) == "tiny reference: 20 of 20 iterations, all 2 trials"
+    assert facts["kind"] == "CPU" and reference.progress(facts) == "tiny reference (CPU): 20 of 20 iterations, all 2 trials"
     assert {k: facts["runs"][-1][k] for k in ("kind", "processes", "threads")} == {"kind": "CPU", "processes": 2, "threads": 1}
     assert "reference (CPU)" in reference.note(facts) and "x 2 processes" in reference.note(facts)
     assert not list(folder.rglob("*.pt"))  # finished at the grid's own iterations: nothing to continue
