@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,16 +13,20 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow  # end to end: the fast loop (-m 'not slow') leaves it out
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    """The tracked files (as the working tree has them), alone in an empty folder: nothing beside it."""
+def copy_tracked(root: Path) -> Path:
+    """The tracked files (as the working tree has them) copied to ``root``; returns it."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
-    root = tmp_path_factory.mktemp("clone") / "icstn-bench"
     for name in files.stdout.splitlines():
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
     return root
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """The tracked files alone in an empty folder: nothing beside it."""
+    return copy_tracked(tmp_path_factory.mktemp("clone") / "icstn-bench")
 
 
 def pytest_in(clone, *args):

@@ -10,7 +10,6 @@ a server).
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.workflow.test_fresh_clone import copy_tracked
 
 README = REPO / "README.md"
 FENCE = re.compile(r"(?:<!-- readme-test: (?P<mark>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
@@ -98,12 +98,7 @@ def write(root: Path, path: str, doc: str) -> Path:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     """The tracked files in a scratch folder, with the files the README asks for written in."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
-    root = tmp_path_factory.mktemp("readme") / "icstn-bench"
-    for name in files.stdout.splitlines():
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    root = copy_tracked(tmp_path_factory.mktemp("readme") / "icstn-bench")
     for path, doc in readme_files():
         write(root, path, doc)
     return root
