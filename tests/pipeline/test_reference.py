@@ -17,6 +17,7 @@ from tests.workflow import test_stop as stops
 COMMITTED = REPO / "reports" / "reference" / "table2"
 TIMING = ["seconds", "device", "git_commit"]  # how long a run took, and where: the rest must be bit for bit
 HERE = reference.kind_here()  # a run here packs a reference of this kind (its folder: grown/ or grown-cpu/)
+SHOWN = "reference" if HERE == "GPU" else "reference (CPU)"  # how a progress line names a reference of this machine
 
 
 def write_grid(folder, **changes):
@@ -51,17 +52,18 @@ def test_a_reference_grown_by_stopped_runs_gives_the_uninterrupted_table(tmp_pat
     root, grid = tmp_path / "reference", write_grid(tmp_path / "grid")
     folder, archive = grow(tmp_path, data_root, root, 1, grid, Limit(step=7))
     facts = reference.facts_of("grown", root, HERE)
-    assert reference.progress(facts) == "grown reference: 0 of 20 iterations (its 2 trials at 0-7)"
+    assert reference.progress(facts) == f"grown {SHOWN}: 0 of 20 iterations (its 2 trials at 0-7)"
     assert reference.load("grown", root, HERE) is None  # no trial finished: no table, no column
     with tarfile.open(archive) as tar:  # compact: the state a run continues, nothing a run can rebuild
         names = tar.getnames()
-    assert [n for n in names if n.endswith(".pt")] == [n for n in names if n.endswith("/checkpoint.pt")] and len(names) == 3
+    assert [n for n in names if n.endswith(".pt")] == [n for n in names if n.endswith("/checkpoint.pt")]
+    assert len(names) == 4 and sum(n.endswith("/segments.json") for n in names) == 1  # where the checkpoint's steps ran
     folder, _ = grow(tmp_path, data_root, root, 2, grid, Limit(step=13))
-    assert reference.progress(reference.facts_of("grown", root, HERE)) == "grown reference: 0 of 20 iterations (its 2 trials at 0-13)"
+    assert reference.progress(reference.facts_of("grown", root, HERE)) == f"grown {SHOWN}: 0 of 20 iterations (its 2 trials at 0-13)"
     folder, _ = grow(tmp_path, data_root, root, 3, grid)
     pd.testing.assert_frame_equal(table(folder / "grown.parquet"), table(uninterrupted), check_exact=True)
     facts = reference.facts_of("grown", root, HERE)
-    assert reference.progress(facts, "Grown") == "Grown reference: 20 of 20 iterations, all 2 trials"
+    assert reference.progress(facts, "Grown") == f"Grown {SHOWN}: 20 of 20 iterations, all 2 trials"
     assert [r["steps"] for r in facts["runs"]] == [{"min": 0, "max": 7}, {"min": 0, "max": 13}, {"min": 20, "max": 20}]
     assert [r["finished"] for r in facts["runs"]] == [0, 0, 2] and all(r["seconds"] == 1.5 and "tf32" in r for r in facts["runs"])
     assert "3 runs (4 s)" in reference.note(facts)
@@ -72,7 +74,7 @@ def test_a_reference_grown_by_stopped_runs_gives_the_uninterrupted_table(tmp_pat
 def test_a_longer_budget_continues_the_references_finished_trials(tmp_path, data_root, uninterrupted):
     root = tmp_path / "reference"
     grow(tmp_path, data_root, root, 1, write_grid(tmp_path / "short", iterations=10))
-    assert reference.progress(reference.facts_of("grown", root, HERE)) == "grown reference: 10 of 10 iterations, all 2 trials"
+    assert reference.progress(reference.facts_of("grown", root, HERE)) == f"grown {SHOWN}: 10 of 10 iterations, all 2 trials"
     folder, _ = grow(tmp_path, data_root, root, 2, write_grid(tmp_path / "long"))
     pd.testing.assert_frame_equal(table(folder / "grown.parquet"), table(uninterrupted), check_exact=True)
     records = [json.loads(p.read_text()) for p in folder.rglob("record.json")]
