@@ -38,7 +38,7 @@ def _every_field(trial: Trial, dropped_train: tuple[str, ...] = ()) -> str:
 #: The key formulas of earlier versions, newest first: a digest of every field of the trial (its
 #: labels aside), and before the learning curves, the same without ``curve_per_decade``.
 LEGACY = {
-    "every field": lambda t: _every_field(t),
+    "every field": _every_field,
     "every field, before learning curves": lambda t: _every_field(t, ("curve_per_decade",)),
 }
 

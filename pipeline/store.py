@@ -56,6 +56,12 @@ class GridStore:
     def summary(self) -> Path:
         return self.root / "sweep.json"
 
+    def last_stop(self) -> str:
+        """The stop the grid's next sweep continues: the last sweep's, where it stopped at its time limit,
+        else the one that sweep continued ('' for none). What tells the workflow a stopped sweep must run again."""
+        summary = json.loads(self.summary.read_text()) if self.summary.is_file() else {}
+        return summary.get("stop") or summary.get("continues") or ""
+
     @property
     def best(self) -> Path:
         return self.root / "best.json"
@@ -204,9 +210,13 @@ class GridStore:
         """Every rename of trials from an earlier version's keys: [{'date', 'keys': {old: new}, 'done'}]."""
         return json.loads(self.rekey_log.read_text())["migrations"] if self.rekey_log.is_file() else []
 
-    def aliases(self, key: str) -> list[str]:
-        """The keys earlier versions gave trial ``key`` (what its older MLflow runs are tagged with)."""
-        return [old for m in self.rekeyed() for old, new in m["keys"].items() if new == key]
+    def aliases(self) -> dict[str, list[str]]:
+        """Trial key -> the keys earlier versions gave it (what its older MLflow runs are tagged with), oldest first."""
+        found: dict[str, list[str]] = {}
+        for m in self.rekeyed():
+            for old, new in m["keys"].items():
+                found.setdefault(new, []).append(old)
+        return found
 
     def rekey(self, keys: dict[str, str]) -> None:
         """Rename trials ``keys`` (old -> new) everywhere the store names them: their folders, records,

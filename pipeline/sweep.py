@@ -23,7 +23,6 @@ the sweep as interrupted (status 130), as Ctrl-C does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -82,10 +81,12 @@ def sweep(
     if track:
         files.quiet_disk_full("mlflow.store.db.utils")  # a store on a full disk: the sweep says so once
         tags = {"profile": config["profile"], "git_commit": git_commit(), "executor": executor}
-        earlier = digest([(store.aliases(t.key) or [t.key])[-1] for t in trials])  # the sweep's key before the renames
+        aliases = store.aliases()
+        earlier = digest([aliases.get(t.key, [t.key])[-1] for t in trials])  # the sweep's key before the renames
         tracker = tracking.Tracker(grid, store, digest([t.key for t in trials]), tags, config["tracking"]["uri"], earlier)
     try:
-        continued = _continues(GridStore(ctx.results, grid.name), continues)
+        # given by the workflow, which removed the summary; else the summary's
+        continued = store.last_stop() if continues is None else continues
         summary = {"profile": config["profile"], "executor": executor, "continues": continued}
         return _run(grid, trials, ctx, config, backend, tracker, summary)
     except BaseException as exc:  # no MLflow run of a failed or interrupted sweep stays RUNNING
@@ -102,14 +103,6 @@ def sweep(
         if full is not None and full is not exc:
             raise full from exc
         raise
-
-
-def _continues(store: GridStore, given: str | None) -> str:
-    """The stop this run continues: ``given`` (the workflow's, which removed the summary), else the last summary's."""
-    if given is not None:
-        return given
-    last = json.loads(store.summary.read_text()) if store.summary.is_file() else {}
-    return last.get("stop") or last.get("continues") or ""
 
 
 def check_space(ctx: Context, config: dict, track: bool) -> None:

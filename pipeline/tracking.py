@@ -189,14 +189,15 @@ class Tracker:
     def _earlier_run(self, trial: Trial, k: int):
         """Member k's run made under an earlier version's key of its trial (``GridStore.aliases``), or, in a
         local store, before runs carried the store's id; tagged with the current ones. None if there is none."""
-        for old in self.store.aliases(trial.key):
+        earlier = self.store.aliases().get(trial.key, [])
+        for old in earlier:
             found = self._search(RUN_KEY, trial.member_key(k, old))
             if found is not None:
                 break
         else:
             found = None
             if self.uri.startswith("sqlite:///"):  # one checkout's own store: an untagged run can be no other store's
-                for key in [trial.member_key(k), *(trial.member_key(k, old) for old in self.store.aliases(trial.key))]:
+                for key in [trial.member_key(k), *(trial.member_key(k, old) for old in earlier)]:
                     query = f"tags.`{RUN_KEY}` = '{key}'"
                     runs = self.client.search_runs([self.experiment_id], query, order_by=["attributes.start_time DESC"])
                     found = next((r for r in runs if STORE_KEY not in r.data.tags), None)

@@ -170,7 +170,7 @@ class TestRekey:
         assert store.continued(running.key) == {"trial": done.key, "step": 20}
         assert json.loads(store.summary.read_text())["keys"] == [t.key for t in trials]
         assert set(pd.read_parquet(store.table).trial_key) == {done.key}
-        assert store.aliases(done.key) == [old[done.key]]
+        assert store.aliases()[done.key] == [old[done.key]]
         assert migrate.upgrade(store, trials) == {}  # once is enough
 
     def test_an_interrupted_rename_completes_on_the_next_call(self, tmp_path):

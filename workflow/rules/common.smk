@@ -15,6 +15,7 @@ from pipeline.grids import discover, load_grid
 from pipeline.report.figures import FIGURES, figure_owners
 from pipeline.report.paper import read_paper_results, read_protocol
 from pipeline.settings import export_max_trials
+from pipeline.store import GridStore
 from pipeline.stop import export_deadline
 from pipeline.tracking import tracking_uri
 
@@ -159,14 +160,11 @@ def stopped_sweeps():
 
 
 def stop_to_continue(wildcards):
-    """The stop a sweep's next run continues: the last run's stop where it stopped at the time limit,
-    else the stop that run continued ('' for none). Among the sweep's params, a new stop makes
-    Snakemake run the sweep again (it continues every trial from its checkpoint), and a sweep that
-    finished what it continued is done. Read, never written, when the workflow is parsed: a dry run,
-    --list, --summary or --lint changes no file."""
-    path = Path(sweep_summary(wildcards.grid))
-    summary = json.loads(path.read_text()) if path.is_file() else {}
-    return summary.get("stop") or summary.get("continues") or ""
+    """The stop a sweep's next run continues (GridStore.last_stop). Among the sweep's params, a new
+    stop makes Snakemake run the sweep again (it continues every trial from its checkpoint), and a
+    sweep that finished what it continued is done. Read, never written, when the workflow is parsed:
+    a dry run, --list, --summary or --lint changes no file."""
+    return GridStore(RESULTS, wildcards.grid).last_stop()
 
 
 class QuietStop(logging.Filter):
